@@ -1,0 +1,157 @@
+"""The 11 candidates of an image: the original file and its JPEG versions.
+
+SPEC.md ("Candidates and sizes"): candidate 0 is the original file byte for
+byte; candidates 1..V-1 re-encode the decoded original at full resolution
+with `tf.io.encode_jpeg(quality=q, optimize_size=True)` (libjpeg, 4:2:0
+chroma, see BUILD.md). The size of a candidate is its whole file in bytes.
+The model's own crop/resize/normalisation comes after decoding each one.
+
+`tf.io.encode_jpeg` has only a CPU kernel: `candidate_batches` runs the
+per-image work on host threads (`map` with `num_parallel_calls`) and overlaps
+it with the model through `prefetch`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "QUALITIES",
+    "candidate_batches",
+    "decode_image",
+    "encode_candidates",
+    "make_candidates",
+    "validate_qualities",
+]
+
+# SPEC.md: QF 100, 90, ..., 10.
+QUALITIES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+
+
+def validate_qualities(qualities: Sequence[int]) -> tuple[int, ...]:
+    """Checks a QF list: distinct integers in [1, 100].
+
+    Args:
+      qualities: JPEG quality factors.
+
+    Returns:
+      The qualities as a tuple of ints.
+
+    Raises:
+      ValueError: empty, out of range or repeated.
+    """
+    qualities = tuple(int(q) for q in qualities)
+    if not qualities:
+        raise ValueError("the list of JPEG qualities is empty")
+    bad = [q for q in qualities if not 1 <= q <= 100]
+    if bad:
+        raise ValueError(f"JPEG qualities must be in [1, 100], got {bad}")
+    if len(set(qualities)) != len(qualities):
+        raise ValueError(f"repeated JPEG qualities in {list(qualities)}")
+    return qualities
+
+
+def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Decodes any supported image file to `[H, W, 3]` uint8.
+
+    JPEG uses `dct_method="INTEGER_ACCURATE"` (the same IDCT as Pillow's
+    libjpeg default); other formats (PNG, GIF, BMP, WebP) the first frame.
+
+    Args:
+      image_bytes: scalar tf.string, an encoded image file.
+
+    Returns:
+      `[H, W, 3]` uint8.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.io.decode_jpeg(
+            image_bytes, channels=3, dct_method="INTEGER_ACCURATE"
+        ),
+        lambda: tf.io.decode_image(
+            image_bytes, channels=3, expand_animations=False
+        ),
+    )
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def encode_candidates(
+    image_bytes: tf.Tensor, qualities: Sequence[int] = QUALITIES
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The candidate files of one image and the decoded original.
+
+    Args:
+      image_bytes: scalar tf.string, the original file.
+      qualities: JPEG QFs of candidates 1..V-1 (Python ints: `encode_jpeg`
+        takes its quality at trace time).
+
+    Returns:
+      `([V] tf.string candidate files, [H, W, 3] uint8 decoded original)`.
+    """
+    original = decode_image(image_bytes)
+    files = [image_bytes]
+    for quality in qualities:
+        files.append(
+            tf.io.encode_jpeg(original, quality=quality, optimize_size=True)
+        )
+    return tf.stack(files), original
+
+
+def make_candidates(
+    example: dict[str, tf.Tensor],
+    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    qualities: Sequence[int] = QUALITIES,
+) -> dict[str, tf.Tensor]:
+    """Per-example work: candidates, their sizes and model inputs.
+
+    Args:
+      example: `{"id", "image_bytes", "label"}` (see `datasets`).
+      preprocess: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input.
+      qualities: JPEG QFs of candidates 1..V-1.
+
+    Returns:
+      `{"id", "label", "sizes": [V] int64 bytes, "inputs": [V, S, S, 3]}`.
+    """
+    files, original = encode_candidates(example["image_bytes"], qualities)
+    inputs = [preprocess(original)]  # Candidate 0: decoded once, reused.
+    for i in range(1, len(qualities) + 1):
+        decoded = tf.io.decode_jpeg(
+            files[i], channels=3, dct_method="INTEGER_ACCURATE"
+        )
+        inputs.append(preprocess(decoded))
+    return {
+        "id": example["id"],
+        "label": example["label"],
+        "sizes": tf.cast(tf.strings.length(files), tf.int64),
+        "inputs": tf.stack(inputs),
+    }
+
+
+def candidate_batches(
+    dataset: tf.data.Dataset,
+    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    qualities: Sequence[int] = QUALITIES,
+    batch_size: int = 8,
+) -> tf.data.Dataset:
+    """Batches of candidates, built on host threads ahead of the model.
+
+    Args:
+      dataset: example dicts (see `datasets`).
+      preprocess: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input.
+      qualities: JPEG QFs of candidates 1..V-1.
+      batch_size: images per batch (the model sees `batch_size * V`).
+
+    Returns:
+      Dicts of `make_candidates` outputs with a leading `[B]` axis, in the
+      order of `dataset`.
+    """
+    make = functools.partial(
+        make_candidates, preprocess=preprocess, qualities=tuple(qualities)
+    )
+    # `map` keeps the order (deterministic) while encoding images in parallel.
+    dataset = dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)  # Overlaps JPEG work and model.

@@ -1,0 +1,231 @@
+"""Labelled image sources: folders named by ImageNet wnid, TFDS, the samples.
+
+Every source yields the same example dict, so the rest of the project never
+knows where images come from:
+
+    {"id": tf.string, "image_bytes": tf.string, "label": tf.int32}
+
+`image_bytes` is the file exactly as stored: candidate 0 of SPEC.md
+("Candidates and sizes") is these bytes, never a re-encoding. `label` is the
+ImageNet class index (sorted-wnid order, the order of Keras' and TFDS'
+ImageNet classifiers) or -1 when the file names no known wnid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import os
+import re
+
+import tensorflow as tf
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SAMPLE_IMAGES_URL",
+    "Source",
+    "class_names",
+    "folder_examples",
+    "load",
+    "sample_images_dir",
+    "wnids",
+]
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".gif", ".bmp", ".webp")
+# One image per ImageNet class, about 100 MB (used by `make demo`).
+SAMPLE_IMAGES_URL = (
+    "https://github.com/EliSchwartz/imagenet-sample-images/archive/"
+    "refs/heads/master.zip"
+)
+_WNID = re.compile(r"n\d{8}")
+_TFDS_PREFIX = "tfds:"
+
+
+@functools.cache
+def _class_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    text = (
+        importlib.resources.files("compression_helps")
+        .joinpath("data/imagenet_classes.tsv")
+        .read_text()
+    )
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line]
+    # The file is in index order; index = position in sorted wnid order.
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))
+    return tuple(r[1] for r in rows), tuple(r[2] for r in rows)
+
+
+def wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet wnids; position = class index."""
+    return _class_table()[0]
+
+
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names; position = class index."""
+    return _class_table()[1]
+
+
+@functools.cache
+def _wnid_index() -> dict[str, int]:
+    return {wnid: i for i, wnid in enumerate(wnids())}
+
+
+def _label_of(relpath: str) -> int:
+    """Class of `<wnid>/<any>` or `<wnid>_<any>`; -1 if it names none."""
+    parts = relpath.split(os.sep)
+    candidates = [parts[-2]] if len(parts) > 1 else []
+    candidates.append(parts[-1].split("_", 1)[0])
+    for name in candidates:
+        if _WNID.fullmatch(name) and name in _wnid_index():
+            return _wnid_index()[name]
+    return -1
+
+
+def folder_examples(folder: str) -> list[tuple[str, int]]:
+    """Image files under `folder` with their labels, in sorted path order.
+
+    Args:
+      folder: a directory of `<wnid>/<any>.JPEG` or `<wnid>_<any>.JPEG` files
+        (any of `IMAGE_EXTENSIONS`, any depth).
+
+    Returns:
+      `(path, label)` pairs; label -1 where the path names no ImageNet wnid.
+
+    Raises:
+      FileNotFoundError: `folder` is not a directory.
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: not a directory")
+    examples = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                path = os.path.join(root, name)
+                examples.append(
+                    (path, _label_of(os.path.relpath(path, folder)))
+                )
+    return examples
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A data set of example dicts (see module docstring) and its size."""
+
+    dataset: tf.data.Dataset
+    num_examples: int
+    description: str
+
+
+def _from_folder(folder: str, limit: int | None) -> Source:
+    examples = folder_examples(folder)[:limit]
+    if not examples:
+        raise FileNotFoundError(f"{folder}: no image files found")
+    paths = [path for path, _ in examples]
+    labels = [label for _, label in examples]
+    ids = [os.path.relpath(path, folder) for path in paths]
+    dataset = tf.data.Dataset.from_tensor_slices((ids, paths, labels))
+    dataset = dataset.map(
+        lambda id_, path, label: {
+            "id": id_,
+            "image_bytes": tf.io.read_file(path),
+            "label": tf.cast(label, tf.int32),
+        },
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return Source(dataset, len(paths), f"folder {folder}")
+
+
+def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
+    # Imported here: tensorflow_datasets takes seconds to import.
+    import tensorflow_datasets as tfds
+
+    name, _, split = spec.partition(":")
+    builder = tfds.builder(name, data_dir=data_dir)
+    split = split or (
+        "validation" if "validation" in builder.info.splits else "test"
+    )
+    builder.download_and_prepare()
+    if limit is not None:
+        split = f"{split}[:{limit}]"
+    dataset = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    has_file_name = "file_name" in builder.info.features
+
+    def to_example(features, index):
+        id_ = (
+            features["file_name"]
+            if has_file_name
+            else tf.strings.as_string(index)
+        )
+        return {
+            "id": id_,
+            "image_bytes": features["image"],
+            "label": tf.cast(features["label"], tf.int32),
+        }
+
+    dataset = dataset.enumerate().map(
+        lambda index, features: to_example(features, index),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    num_examples = builder.info.splits[split].num_examples
+    return Source(dataset, num_examples, f"tfds {name}:{split}")
+
+
+def load(
+    data: str, limit: int | None = None, tfds_data_dir: str | None = None
+) -> Source:
+    """Opens a data source.
+
+    Args:
+      data: a folder path, or `tfds:<name>[:<split>]` for any TFDS image
+        classification data set with ImageNet labels, e.g.
+        `tfds:imagenet2012:validation` (manual download, see README) or
+        `tfds:imagenet_v2`.
+      limit: keep only the first `limit` examples (in a fixed order).
+      tfds_data_dir: TFDS data directory (default: TFDS' own).
+
+    Returns:
+      The `Source`.
+
+    Raises:
+      FileNotFoundError: a folder that does not exist or holds no images.
+    """
+    if data.startswith(_TFDS_PREFIX):
+        return _from_tfds(data[len(_TFDS_PREFIX) :], limit, tfds_data_dir)
+    return _from_folder(data, limit)
+
+
+def sample_images_dir(url: str = SAMPLE_IMAGES_URL) -> str:
+    """Downloads (once, cached by Keras) the ImageNet sample images.
+
+    Args:
+      url: zip archive of the GitHub repository
+        `EliSchwartz/imagenet-sample-images` (one image per class).
+
+    Returns:
+      The folder holding the extracted images.
+
+    Raises:
+      ConnectionError: the archive is not cached and cannot be downloaded.
+    """
+    # Imported here so that importing this module stays light.
+    import keras
+
+    try:
+        path = keras.utils.get_file(
+            "imagenet-sample-images.zip",
+            origin=url,
+            extract=True,
+            cache_subdir="datasets",
+        )
+    except Exception as e:  # Keras raises bare Exception on URL errors.
+        raise ConnectionError(
+            f"cannot download the ImageNet sample images from {url} ({e}); "
+            "point DATA at a folder of <wnid>_<name>.JPEG files instead, "
+            "e.g. `DATA=/path/to/images make demo`"
+        ) from None
+    return path

@@ -1,0 +1,297 @@
+"""Model registry: ImageNet classifiers with their own input preprocessing.
+
+A `Classifier` bundles a Keras model that maps `[B, S, S, 3]` float inputs to
+class probabilities with the preprocessing that turns one decoded image into
+such an input. SPEC.md ("Candidates and sizes"): every candidate is decoded at
+full resolution first; this preprocessing (central crop, resize,
+normalisation) is applied after, the same way to every candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "Classifier",
+    "ModelSpec",
+    "REGISTRY",
+    "WeightsError",
+    "center_crop_and_resize",
+    "load_classifier",
+]
+
+# Central crop of the shorter side before resizing: the usual ImageNet
+# evaluation crop (224 of 256) for Keras applications.
+DEFAULT_CROP_FRACTION = 0.875
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be found, downloaded or loaded into the model."""
+
+
+def center_crop_and_resize(
+    image_uint8: tf.Tensor,
+    image_size: int,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
+    method: str = "bilinear",
+) -> tf.Tensor:
+    """Central square crop of the shorter side, resized to `image_size`.
+
+    Args:
+      image_uint8: `[H, W, 3]` uint8 image.
+      image_size: output side S.
+      crop_fraction: side of the crop as a fraction of the shorter side.
+      method: `tf.image.resize` method.
+
+    Returns:
+      `[S, S, 3]` float32 in [0, 255].
+    """
+    shape = tf.shape(image_uint8)
+    height, width = shape[0], shape[1]
+    side = tf.cast(
+        tf.round(
+            crop_fraction * tf.cast(tf.minimum(height, width), tf.float32)
+        ),
+        tf.int32,
+    )
+    side = tf.maximum(side, 1)
+    top = (height - side) // 2
+    left = (width - side) // 2
+    crop = image_uint8[top : top + side, left : left + side]
+    resized = tf.image.resize(
+        tf.cast(crop, tf.float32), [image_size, image_size], method=method
+    )
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasWeights:
+    """Where Keras downloads a model's ImageNet weights from, and their md5."""
+
+    file_name: str
+    origin: str
+    md5: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    Attributes:
+      name: registry key.
+      build: `(image_size) -> keras.Model` with random weights, outputting
+        softmax probabilities over the 1000 ImageNet classes.
+      image_size: the side the model was trained at.
+      preprocess_input: maps float [0, 255] pixels to the model's input range.
+      crop_fraction: central crop before resizing (see
+        `center_crop_and_resize`).
+      resize_method: `tf.image.resize` method.
+      imagenet_weights: Keras' download of the ImageNet weights, or None
+        when `load_imagenet_weights` provides them.
+      load_imagenet_weights: `(model) -> None` for models whose weights do not
+        come from Keras' download.
+    """
+
+    name: str
+    build: Callable[[int], keras.Model]
+    image_size: int
+    preprocess_input: Callable[[tf.Tensor], tf.Tensor]
+    crop_fraction: float = DEFAULT_CROP_FRACTION
+    resize_method: str = "bilinear"
+    imagenet_weights: KerasWeights | None = None
+    load_imagenet_weights: Callable[[keras.Model], None] | None = None
+
+
+def _keras_application(application: Callable[..., keras.Model]):
+    def build(image_size: int) -> keras.Model:
+        return application(
+            weights=None, input_shape=(image_size, image_size, 3)
+        )
+
+    return build
+
+
+_KERAS_WEIGHTS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/"
+)
+
+
+def _efficientnet_lite0_spec() -> ModelSpec:
+    # Imported lazily: only this entry needs the converter.
+    from compression_helps import efficientnet_lite
+
+    return ModelSpec(
+        name="efficientnet_lite0",
+        build=lambda image_size: efficientnet_lite.build_efficientnet_lite0(
+            weights=None, image_size=image_size
+        ),
+        image_size=224,
+        preprocess_input=efficientnet_lite.preprocess_input,
+        crop_fraction=efficientnet_lite.CROP_FRACTION,
+        resize_method=efficientnet_lite.RESIZE_METHOD,
+        load_imagenet_weights=efficientnet_lite.load_imagenet_weights,
+    )
+
+
+REGISTRY: dict[str, Callable[[], ModelSpec]] = {
+    "inception_v3": lambda: ModelSpec(
+        name="inception_v3",
+        build=_keras_application(keras.applications.InceptionV3),
+        image_size=299,
+        preprocess_input=keras.applications.inception_v3.preprocess_input,
+        imagenet_weights=KerasWeights(
+            "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+            _KERAS_WEIGHTS_URL
+            + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+            "9a0d58056eeedaa3f26cb7ebd46da564",
+        ),
+    ),
+    # SPEC.md ("Reference numbers"): Keras' ResNet50V2 is trained at 224; the
+    # authors fed 299, available with image_size=299.
+    "resnet50v2": lambda: ModelSpec(
+        name="resnet50v2",
+        build=_keras_application(keras.applications.ResNet50V2),
+        image_size=224,
+        preprocess_input=keras.applications.resnet_v2.preprocess_input,
+        imagenet_weights=KerasWeights(
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+            _KERAS_WEIGHTS_URL
+            + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "3ef43a0b657b3be2300d5770ece849e0",
+        ),
+    ),
+    "efficientnet_lite0": _efficientnet_lite0_spec,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A model ready for evaluation.
+
+    Attributes:
+      name: registry name or model file path.
+      model: `[B, S, S, 3]` float32 (already preprocessed) -> `[B, C]`
+        probabilities.
+      image_size: S.
+      resize: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 pixels in [0, 255]
+        (the model's central crop and resize).
+      preprocess_input: float pixels in [0, 255] -> the model's input range.
+    """
+
+    name: str
+    model: keras.Model
+    image_size: int
+    resize: Callable[[tf.Tensor], tf.Tensor]
+    preprocess_input: Callable[[tf.Tensor], tf.Tensor]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return int(self.model.output_shape[-1])
+
+    def preprocess(self, image_uint8: tf.Tensor) -> tf.Tensor:
+        """`[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input (TF ops)."""
+        return self.preprocess_input(self.resize(image_uint8))
+
+
+def _fetch_keras_weights(spec: ModelSpec) -> str:
+    """Keras' own download and cache of `spec.imagenet_weights`."""
+    weights = spec.imagenet_weights
+    try:
+        return keras.utils.get_file(
+            weights.file_name,
+            weights.origin,
+            cache_subdir="models",
+            file_hash=weights.md5,
+        )
+    except Exception:  # Keras raises bare Exception on URL errors.
+        keras_home = os.environ.get("KERAS_HOME", "~/.keras")
+        cache = os.path.join(os.path.expanduser(keras_home), "models")
+        raise WeightsError(
+            f"cannot download ImageNet weights for {spec.name}: put "
+            f"{weights.file_name} (md5 {weights.md5}, from {weights.origin}) "
+            f"in {cache}/, or pass --weights=/path/to/{weights.file_name}"
+        ) from None
+
+
+def _load_weights(model: keras.Model, path: str, name: str) -> None:
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        model.load_weights(path)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsError(
+            f"{path}: cannot load as weights of {name} ({first_line})"
+        ) from None
+
+
+def _from_registry(
+    spec: ModelSpec, weights: str | None, image_size: int
+) -> keras.Model:
+    model = spec.build(image_size)
+    if weights == "imagenet":
+        if spec.load_imagenet_weights is not None:
+            spec.load_imagenet_weights(model)
+        else:
+            _load_weights(model, _fetch_keras_weights(spec), spec.name)
+    elif weights is not None:
+        _load_weights(model, weights, spec.name)
+    return model
+
+
+def load_classifier(
+    model: str,
+    weights: str | None = "imagenet",
+    image_size: int | None = None,
+) -> Classifier:
+    """Builds a registered model, or loads a Keras model file.
+
+    Args:
+      model: a `REGISTRY` name, or the path of a `.keras` / `.h5` model that
+        takes `[B, S, S, 3]` float pixels in [0, 255] (normalise inside the
+        model) and outputs probabilities.
+      weights: "imagenet" (Keras' download and cache, or the bundled
+        checkpoint for `efficientnet_lite0`), a weights file, or None for
+        random weights (tests only). Ignored for model files.
+      image_size: input side; default: the model's own.
+
+    Returns:
+      The `Classifier`.
+
+    Raises:
+      ValueError: unknown model name.
+      WeightsError: weights that cannot be found or loaded.
+    """
+    if model in REGISTRY:
+        spec = REGISTRY[model]()
+        image_size = image_size or spec.image_size
+        keras_model = _from_registry(spec, weights, image_size)
+        preprocess_input = spec.preprocess_input
+        crop_fraction, method = spec.crop_fraction, spec.resize_method
+    elif model.endswith((".keras", ".h5")):
+        if not os.path.isfile(model):
+            raise ValueError(f"{model}: model file not found")
+        keras_model = keras.saving.load_model(model, compile=False)
+        image_size = image_size or int(keras_model.input_shape[1])
+        preprocess_input = tf.identity
+        crop_fraction, method = DEFAULT_CROP_FRACTION, "bilinear"
+    else:
+        raise ValueError(
+            f"unknown model {model!r}: use one of {sorted(REGISTRY)} or a "
+            ".keras/.h5 file"
+        )
+
+    resize = functools.partial(
+        center_crop_and_resize,
+        image_size=image_size,
+        crop_fraction=crop_fraction,
+        method=method,
+    )
+    return Classifier(model, keras_model, image_size, resize, preprocess_input)

