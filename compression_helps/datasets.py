@@ -113,7 +113,7 @@ class Source:
     """A data set of example dicts (see module docstring) and its size."""
 
     dataset: tf.data.Dataset
-    num_examples: int
+    num_examples: int | None  # None: unknown.
     description: str
 
 
@@ -171,7 +171,10 @@ def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
         lambda index, features: to_example(features, index),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    num_examples = builder.info.splits[split].num_examples
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except KeyError:  # Split metadata missing (e.g. under tfds mock_data).
+        num_examples = None
     return Source(dataset, num_examples, f"tfds {name}:{split}")
 
 

@@ -1,0 +1,119 @@
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from compression_helps import candidates, models
+from tests import testing_utils
+
+QUALITIES = (90, 50, 10)
+
+
+def preprocess(image):
+    return models.center_crop_and_resize(image, 16)
+
+
+def in_dataset(fn, *args):
+    """Runs fn inside Dataset.map (graph mode) on one element."""
+    ds = tf.data.Dataset.from_tensors(args).map(fn)
+    return next(iter(ds))
+
+
+class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.image = testing_utils.random_image(40, 56)
+        self.jpeg = testing_utils.jpeg_bytes(self.image, quality=97)
+
+    def test_candidate_zero_is_original_bytes(self):
+        files, original = candidates.encode_candidates(self.jpeg, QUALITIES)
+        self.assertEqual(files[0].numpy(), self.jpeg)
+        self.assertEqual(files.shape, [len(QUALITIES) + 1])
+        self.assertAllEqual(
+            original,
+            tf.io.decode_jpeg(self.jpeg, dct_method="INTEGER_ACCURATE"),
+        )
+
+    def test_candidates_are_jpegs_at_full_resolution(self):
+        files, _ = candidates.encode_candidates(self.jpeg, QUALITIES)
+        for f in files:
+            self.assertAllEqual(tf.io.extract_jpeg_shape(f), self.image.shape)
+
+    def test_eager_equals_dataset_map(self):
+        example = {
+            "id": tf.constant("x"),
+            "image_bytes": tf.constant(self.jpeg),
+            "label": tf.constant(3),
+        }
+
+        def make(e):
+            return candidates.make_candidates(e, preprocess, QUALITIES)
+
+        eager = make(example)
+        graph = in_dataset(make, example)
+        for key in eager:
+            self.assertAllEqual(eager[key], graph[key])
+        self.assertEqual(eager["inputs"].shape, [4, 16, 16, 3])
+        self.assertAllEqual(eager["sizes"][0], len(self.jpeg))
+
+    def test_decode_image_eager_equals_dataset_map_for_png(self):
+        png = tf.io.encode_png(self.image)
+        self.assertAllEqual(candidates.decode_image(png), self.image)
+        self.assertAllEqual(
+            in_dataset(candidates.decode_image, png), self.image
+        )
+
+    def test_non_jpeg_original_keeps_its_own_size(self):
+        png = tf.io.encode_png(self.image).numpy()
+        example = {"id": "p", "image_bytes": png, "label": 0}
+        out = candidates.make_candidates(example, preprocess, QUALITIES)
+        self.assertEqual(int(out["sizes"][0]), len(png))
+
+    @parameterized.named_parameters(
+        ("empty", []),
+        ("zero", [0]),
+        ("too_high", [101]),
+        ("repeated", [50, 50]),
+    )
+    def test_bad_qualities_are_rejected(self, qualities):
+        with self.assertRaises(ValueError):
+            candidates.validate_qualities(qualities)
+
+    def test_batches_keep_order(self):
+        images = [testing_utils.random_image(seed=s) for s in range(5)]
+        ds = tf.data.Dataset.from_tensor_slices(
+            {
+                "id": [str(i) for i in range(5)],
+                "image_bytes": [testing_utils.jpeg_bytes(x) for x in images],
+                "label": list(range(5)),
+            }
+        )
+        batches = list(
+            candidates.candidate_batches(ds, preprocess, QUALITIES, 2)
+        )
+        ids = [i.decode() for b in batches for i in b["id"].numpy()]
+        self.assertEqual(ids, ["0", "1", "2", "3", "4"])
+        self.assertEqual(batches[0]["inputs"].shape, [2, 4, 16, 16, 3])
+
+
+class RealImageSizesTest(tf.test.TestCase):
+    def test_sizes_fall_with_quality_on_every_sample_image(self):
+        if not testing_utils.has_samples():
+            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
+        paths = testing_utils.sample_paths()
+        ds = tf.data.Dataset.from_tensor_slices(paths).map(
+            lambda p: tf.strings.length(
+                candidates.encode_candidates(tf.io.read_file(p))[0]
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        sizes = np.stack(list(ds.as_numpy_iterator()))  # [N, 11]
+        jpeg_sizes = sizes[:, 1:]  # QF 100, 90, ..., 10
+        falls = np.all(np.diff(jpeg_sizes, axis=1) < 0, axis=1)
+        exceptions = [
+            (os.path.basename(p), s.tolist())
+            for p, s, ok in zip(paths, jpeg_sizes, falls, strict=True)
+            if not ok
+        ]
+        self.assertEmpty(exceptions, f"sizes not falling with QF: {exceptions}")

@@ -1,0 +1,88 @@
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from compression_helps import candidates, datasets
+from tests import testing_utils
+
+
+class ClassIndexTest(tf.test.TestCase):
+    def test_index_is_sorted_wnid_order(self):
+        wnids = datasets.wnids()
+        self.assertLen(wnids, 1000)
+        self.assertEqual(list(wnids), sorted(wnids))
+        self.assertEqual(wnids[0], "n01440764")
+        self.assertEqual(datasets.class_names()[0], "tench")
+
+
+class FolderTest(tf.test.TestCase):
+    def test_both_layouts_and_unknown_labels(self):
+        root = self.create_tempdir().full_path
+        os.makedirs(os.path.join(root, "n01443537"))
+        image = testing_utils.jpeg_bytes(testing_utils.random_image())
+        files = {
+            "n01443537/a.JPEG": 1,  # <wnid>/<any>
+            "n01440764_b.jpeg": 0,  # <wnid>_<any>
+            "cat.png": -1,  # no wnid
+            "n99999999_c.JPEG": -1,  # not an ImageNet wnid
+        }
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(image)
+        with open(os.path.join(root, "notes.txt"), "w") as f:
+            f.write("not an image")
+        examples = datasets.folder_examples(root)
+        got = {os.path.relpath(p, root): label for p, label in examples}
+        self.assertEqual(got, files)
+
+    def test_load_yields_original_bytes_in_sorted_order(self):
+        root = self.create_tempdir().full_path
+        paths = testing_utils.write_image_folder(root, [5, 3, 7])
+        source = datasets.load(root, limit=2)
+        self.assertEqual(source.num_examples, 2)
+        examples = list(source.dataset.as_numpy_iterator())
+        expected = sorted(paths)[:2]
+        self.assertEqual(
+            [e["id"].decode() for e in examples],
+            [os.path.basename(p) for p in expected],
+        )
+        for e, path in zip(examples, expected, strict=True):
+            with open(path, "rb") as f:
+                self.assertEqual(e["image_bytes"], f.read())
+        labels = {p: label for p, label in zip(paths, [5, 3, 7], strict=True)}
+        self.assertEqual(
+            [int(e["label"]) for e in examples], [labels[p] for p in expected]
+        )
+
+    def test_missing_folder_is_a_clear_error(self):
+        with self.assertRaisesRegex(
+            FileNotFoundError, "nowhere: not a directory"
+        ):
+            datasets.load("/nowhere")
+
+    def test_empty_folder_is_a_clear_error(self):
+        root = self.create_tempdir().full_path
+        with self.assertRaisesRegex(FileNotFoundError, "no image files"):
+            datasets.load(root)
+
+
+class TfdsTest(tf.test.TestCase):
+    def test_imagenet2012_validation_without_download(self):
+        with tfds.testing.mock_data(num_examples=4):
+            source = datasets.load("tfds:imagenet2012:validation")
+            examples = list(source.dataset.take(4).as_numpy_iterator())
+        self.assertLen(examples, 4)
+        for e in examples:
+            self.assertBetween(int(e["label"]), 0, 999)
+            self.assertNotEmpty(e["id"])
+            # The encoded file, decodable by the candidate pipeline.
+            image = candidates.decode_image(e["image_bytes"])
+            self.assertEqual(image.shape[-1], 3)
+
+    def test_imagenet_v2_default_split_and_limit(self):
+        with tfds.testing.mock_data(num_examples=6):
+            source = datasets.load("tfds:imagenet_v2", limit=3)
+            self.assertIn("imagenet_v2:test[:3]", source.description)
+            examples = list(source.dataset.as_numpy_iterator())
+        self.assertNotEmpty(examples)

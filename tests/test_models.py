@@ -1,0 +1,90 @@
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from compression_helps import models
+
+
+def tiny_classifier_file(path, image_size=16, num_classes=1000):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+class RegistryTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(("inception_v3", 299), ("resnet50v2", 224))
+    def test_keras_applications_build_at_their_own_size(self, name, size):
+        classifier = models.load_classifier(name, weights=None)
+        self.assertEqual(classifier.image_size, size)
+        self.assertEqual(classifier.model.input_shape, (None, size, size, 3))
+        self.assertEqual(classifier.num_classes, 1000)
+
+    def test_resnet50v2_at_299_as_the_authors_used(self):
+        classifier = models.load_classifier("resnet50v2", None, image_size=299)
+        self.assertEqual(classifier.model.input_shape, (None, 299, 299, 3))
+        image = tf.zeros([400, 300, 3], tf.uint8)
+        self.assertEqual(classifier.preprocess(image).shape, [299, 299, 3])
+
+    def test_unknown_model_is_a_clear_error(self):
+        with self.assertRaisesRegex(ValueError, "unknown model 'vgg99'"):
+            models.load_classifier("vgg99")
+
+    def test_offline_imagenet_weights_name_file_place_and_checksum(self):
+        spec = models.REGISTRY["resnet50v2"]()
+        offline = dataclasses.replace(
+            spec,
+            imagenet_weights=models.KerasWeights(
+                "not_cached_weights_for_test.h5",
+                "http://127.0.0.1:9/not_cached_weights_for_test.h5",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        )
+        with self.assertRaises(models.WeightsError) as e:
+            models._fetch_keras_weights(offline)
+        message = str(e.exception)
+        self.assertNotIn("\n", message)
+        self.assertIn("not_cached_weights_for_test.h5", message)
+        self.assertIn("0123456789abcdef0123456789abcdef", message)
+        self.assertIn("models/", message)
+
+    def test_missing_weights_file(self):
+        with self.assertRaisesRegex(models.WeightsError, "not found"):
+            models.load_classifier("resnet50v2", "/nowhere/w.h5", 32)
+
+    def test_weights_of_another_architecture(self):
+        path = self.create_tempdir().full_path + "/other.weights.h5"
+        keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(2)]
+        ).save_weights(path)
+        with self.assertRaisesRegex(models.WeightsError, "cannot load"):
+            models.load_classifier("resnet50v2", path, 32)
+
+    def test_model_file(self):
+        path = tiny_classifier_file(
+            self.create_tempdir().full_path + "/tiny.keras"
+        )
+        classifier = models.load_classifier(path)
+        self.assertEqual(classifier.image_size, 16)
+        probs = classifier.model(np.zeros([2, 16, 16, 3], np.float32))
+        self.assertAllClose(tf.reduce_sum(probs, -1), [1.0, 1.0])
+
+
+class CenterCropTest(tf.test.TestCase):
+    def test_crop_is_central_square_of_shorter_side(self):
+        image = np.zeros([10, 20, 3], np.uint8)
+        image[:, 5:15] = 200  # The central 10x10 square.
+        out = models.center_crop_and_resize(image, 10, crop_fraction=1.0)
+        self.assertAllClose(out, np.full([10, 10, 3], 200.0))
+
+    def test_output_range_and_shape(self):
+        image = np.random.default_rng(0).integers(0, 256, [31, 17, 3])
+        out = models.center_crop_and_resize(image.astype(np.uint8), 8)
+        self.assertEqual(out.shape, [8, 8, 3])
+        self.assertAllInRange(out, 0.0, 255.0)

@@ -1,0 +1,56 @@
+"""Shared fakes for tests: real sample images, tiny JPEGs, tiny folders."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sample_dir() -> str:
+    """The real ImageNet sample images (one per even class index)."""
+    return os.environ.get(
+        "IMAGENET_SAMPLE_DIR",
+        os.path.join(REPO_ROOT, "..", "shared", "imagenet-sample"),
+    )
+
+
+def has_samples() -> bool:
+    return os.path.isdir(sample_dir())
+
+
+SKIP_NO_SAMPLES = (
+    "ImageNet sample images not found; set IMAGENET_SAMPLE_DIR to a folder "
+    "of <wnid>_<name>.JPEG files"
+)
+
+
+def sample_paths(n: int | None = None) -> list[str]:
+    names = sorted(f for f in os.listdir(sample_dir()) if f.endswith(".JPEG"))
+    return [os.path.join(sample_dir(), f) for f in names[:n]]
+
+
+def random_image(height=32, width=48, seed=0) -> np.ndarray:
+    """A smooth-ish random uint8 image (JPEG-friendly)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 4 + 1, width // 4 + 1, 3))
+    image = tf.image.resize(small[None].astype(np.float32), [height, width])
+    return np.clip(image[0].numpy(), 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
+    return tf.io.encode_jpeg(image, quality=quality).numpy()
+
+
+def write_image_folder(folder: str, labels: list[int], seed: int = 0) -> list:
+    """Writes `<wnid>_<i>.JPEG` files for the given class indices."""
+    from compression_helps import datasets
+
+    paths = []
+    for i, label in enumerate(labels):
+        path = os.path.join(folder, f"{datasets.wnids()[label]}_{i}.JPEG")
+        with open(path, "wb") as f:
+            f.write(jpeg_bytes(random_image(seed=seed + i)))
+        paths.append(path)
+    return paths
