@@ -202,12 +202,15 @@ def load(
     return _from_folder(data, limit)
 
 
-def sample_images_dir(url: str = SAMPLE_IMAGES_URL) -> str:
+def sample_images_dir(
+    url: str = SAMPLE_IMAGES_URL, cache_dir: str | None = None
+) -> str:
     """Downloads (once, cached by Keras) the ImageNet sample images.
 
     Args:
       url: zip archive of the GitHub repository
         `EliSchwartz/imagenet-sample-images` (one image per class).
+      cache_dir: Keras cache directory (default `~/.keras`, or KERAS_HOME).
 
     Returns:
       The folder holding the extracted images.
@@ -224,6 +227,7 @@ def sample_images_dir(url: str = SAMPLE_IMAGES_URL) -> str:
             origin=url,
             extract=True,
             cache_subdir="datasets",
+            cache_dir=cache_dir,
         )
     except Exception as e:  # Keras raises bare Exception on URL errors.
         raise ConnectionError(

@@ -1,4 +1,8 @@
+import functools
+import http.server
 import os
+import threading
+import zipfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -86,3 +90,44 @@ class TfdsTest(tf.test.TestCase):
             self.assertIn("imagenet_v2:test[:3]", source.description)
             examples = list(source.dataset.as_numpy_iterator())
         self.assertNotEmpty(examples)
+
+
+class SampleDownloadTest(tf.test.TestCase):
+    def serve(self, folder):
+        handler = functools.partial(
+            http.server.SimpleHTTPRequestHandler, directory=folder
+        )
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def test_download_extract_and_cache(self):
+        served = self.create_tempdir().full_path
+        image = testing_utils.jpeg_bytes(testing_utils.random_image())
+        with zipfile.ZipFile(os.path.join(served, "master.zip"), "w") as z:
+            z.writestr("imagenet-sample-images-master/README.md", "hi")
+            for wnid in ("n01440764_tench", "n01443537_goldfish"):
+                z.writestr(f"imagenet-sample-images-master/{wnid}.JPEG", image)
+        cache = self.create_tempdir().full_path
+        url = self.serve(served) + "/master.zip"
+        folder = datasets.sample_images_dir(url, cache_dir=cache)
+        source = datasets.load(folder)
+        self.assertEqual(source.num_examples, 2)
+        labels = [int(e["label"]) for e in source.dataset.as_numpy_iterator()]
+        self.assertEqual(labels, [0, 1])
+        # Cached: a second call needs no server.
+        os.remove(os.path.join(served, "master.zip"))
+        self.assertEqual(
+            datasets.sample_images_dir(url, cache_dir=cache), folder
+        )
+
+    def test_offline_says_how_to_point_data_at_a_folder(self):
+        cache = self.create_tempdir().full_path
+        with self.assertRaisesRegex(ConnectionError, "DATA=") as e:
+            datasets.sample_images_dir(
+                "http://127.0.0.1:9/nothing.zip", cache_dir=cache
+            )
+        self.assertNotIn("\n", str(e.exception))
