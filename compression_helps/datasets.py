@@ -18,6 +18,7 @@ import functools
 import importlib.resources
 import os
 import re
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -110,11 +111,32 @@ def folder_examples(folder: str) -> list[tuple[str, int]]:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """A data set of example dicts (see module docstring) and its size."""
+    """A data set of example dicts (see module docstring).
 
-    dataset: tf.data.Dataset
-    num_examples: int | None  # None: unknown.
+    Attributes:
+      read: `(start, stop) -> tf.data.Dataset` of the examples with index in
+        `[start, stop)` (stop None: to the end), in a fixed order; reading a
+        range costs only that range, so runs can be sharded and resumed.
+      num_examples: the number of examples, None if unknown.
+      description: where the examples come from, for messages.
+      root: the folder that example ids are relative to, if any.
+    """
+
+    read: Callable[[int, int | None], tf.data.Dataset]
+    num_examples: int | None
     description: str
+    root: str | None = None
+
+    @property
+    def dataset(self) -> tf.data.Dataset:
+        """All examples."""
+        return self.read(0, None)
+
+    def path_of(self, example_id: str) -> str:
+        """Where an example comes from: its file, or source and id."""
+        if self.root is not None:
+            return os.path.join(self.root, example_id)
+        return f"{self.description}/{example_id}"
 
 
 def _from_folder(folder: str, limit: int | None) -> Source:
@@ -124,16 +146,21 @@ def _from_folder(folder: str, limit: int | None) -> Source:
     paths = [path for path, _ in examples]
     labels = [label for _, label in examples]
     ids = [os.path.relpath(path, folder) for path in paths]
-    dataset = tf.data.Dataset.from_tensor_slices((ids, paths, labels))
-    dataset = dataset.map(
-        lambda id_, path, label: {
-            "id": id_,
-            "image_bytes": tf.io.read_file(path),
-            "label": tf.cast(label, tf.int32),
-        },
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return Source(dataset, len(paths), f"folder {folder}")
+
+    def read(start: int, stop: int | None) -> tf.data.Dataset:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (ids[start:stop], paths[start:stop], labels[start:stop])
+        )
+        return dataset.map(
+            lambda id_, path, label: {
+                "id": id_,
+                "image_bytes": tf.io.read_file(path),
+                "label": tf.cast(label, tf.int32),
+            },
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    return Source(read, len(paths), f"folder {folder}", root=folder)
 
 
 def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
@@ -146,36 +173,42 @@ def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
         "validation" if "validation" in builder.info.splits else "test"
     )
     builder.download_and_prepare()
-    if limit is not None:
-        split = f"{split}[:{limit}]"
-    dataset = builder.as_dataset(
-        split=split,
-        shuffle_files=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
-    )
-    has_file_name = "file_name" in builder.info.features
-
-    def to_example(features, index):
-        id_ = (
-            features["file_name"]
-            if has_file_name
-            else tf.strings.as_string(index)
-        )
-        return {
-            "id": id_,
-            "image_bytes": features["image"],
-            "label": tf.cast(features["label"], tf.int32),
-        }
-
-    dataset = dataset.enumerate().map(
-        lambda index, features: to_example(features, index),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
     try:
         num_examples = builder.info.splits[split].num_examples
     except KeyError:  # Split metadata missing (e.g. under tfds mock_data).
         num_examples = None
-    return Source(dataset, num_examples, f"tfds {name}:{split}")
+    if limit is not None:
+        num_examples = (
+            limit if num_examples is None else min(limit, num_examples)
+        )
+    has_file_name = "file_name" in builder.info.features
+
+    def read(start: int, stop: int | None) -> tf.data.Dataset:
+        stop = num_examples if stop is None else stop
+        dataset = builder.as_dataset(
+            split=f"{split}[{start}:{'' if stop is None else stop}]",
+            shuffle_files=False,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
+
+        def to_example(index, features):
+            id_ = (
+                features["file_name"]
+                if has_file_name
+                else tf.strings.as_string(index)
+            )
+            return {
+                "id": id_,
+                "image_bytes": features["image"],
+                "label": tf.cast(features["label"], tf.int32),
+            }
+
+        return dataset.enumerate(start).map(
+            to_example, num_parallel_calls=tf.data.AUTOTUNE
+        )
+
+    described = split if limit is None else f"{split}[:{limit}]"
+    return Source(read, num_examples, f"tfds {name}:{described}")
 
 
 def load(

@@ -4,13 +4,23 @@ SPEC.md ("Ranks"): the rank of the true label is 1 + the number of classes
 with a strictly higher probability (1 = top-1); top-k correct iff
 rank <= k. One model call per batch classifies all candidates of the batch's
 images (B images -> B * V model inputs).
+
+Runs are split into shards of consecutive images. Each finished shard is
+written atomically to `<workdir>/shards/`, so an interrupted run resumes
+where it stopped; batches never cross a shard, so a resumed run computes
+exactly what an uninterrupted one does. An image that cannot be evaluated
+(empty, corrupt, unknown label, ...) is skipped and recorded with its reason;
+the run goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Sequence
 
 import keras
@@ -19,10 +29,44 @@ import tensorflow as tf
 
 from compression_helps import candidates, datasets, models
 
-__all__ = ["TOP_K", "Predictions", "predict"]
+__all__ = [
+    "PREDICTIONS_FILE",
+    "SHARD_SIZE",
+    "TOP_K",
+    "Predictions",
+    "SkippedImage",
+    "predict",
+    "write_npz",
+]
 
 TOP_K = 5
 PREDICTIONS_FILE = "predictions.npz"
+SHARD_SIZE = 256  # Images per shard file: at most this much work is redone.
+_SHARD_DIR = "shards"
+# A fixed zip timestamp makes the same arrays give byte-identical files.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` that is atomic and byte-for-byte reproducible.
+
+    Args:
+      path: output `.npz` path; replaced only once fully written.
+      arrays: name -> array (no object arrays).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(
+        dir=directory, suffix=".tmp", delete=False
+    ) as f:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
+            for name, array in arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(
+                    buffer, np.asarray(array), allow_pickle=False
+                )
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                archive.writestr(info, buffer.getvalue())
+    os.replace(f.name, path)
 
 
 @dataclasses.dataclass
@@ -54,13 +98,8 @@ class Predictions:
         return len(self.labels)
 
     def save(self, path: str) -> None:
-        """Writes an `.npz`, atomically (never a half-written file)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(
-            dir=directory, suffix=".npz.tmp", delete=False
-        ) as f:
-            np.savez(f, **dataclasses.asdict(self))
-        os.replace(f.name, path)
+        """Writes an `.npz` atomically; same results give the same bytes."""
+        write_npz(path, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path: str) -> Predictions:
@@ -69,6 +108,40 @@ class Predictions:
             return cls(
                 **{f.name: data[f.name] for f in dataclasses.fields(cls)}
             )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Predictions]) -> Predictions:
+        """Joins results of consecutive image ranges (same candidates)."""
+        fields = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "qualities":
+                fields[f.name] = parts[0].qualities
+            else:
+                fields[f.name] = np.concatenate(
+                    [getattr(p, f.name) for p in parts]
+                )
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedImage:
+    """An image that could not be evaluated, and why.
+
+    Attributes:
+      id: the example id.
+      path: its file, or source and id.
+      reason: `<kind>: <detail>`; kinds: empty file, no ImageNet label,
+        unreadable file, cannot decode.
+    """
+
+    id: str
+    path: str
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        """The reason without its detail, for counting."""
+        return self.reason.split(":", 1)[0]
 
 
 def _classify_fn(model: keras.Model):
@@ -91,13 +164,72 @@ def _classify_fn(model: keras.Model):
     return classify
 
 
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    line = message.strip().splitlines()[0] if message.strip() else repr(error)
+    return line.split(" [Op:")[0].strip()
+
+
+def _why_skipped(
+    source: datasets.Source,
+    index: int,
+    example_fn,
+) -> SkippedImage:
+    """Re-runs one failed example eagerly to find and record the reason."""
+    try:
+        example = next(iter(source.read(index, index + 1)))
+    except (tf.errors.OpError, StopIteration) as e:
+        return SkippedImage(
+            f"#{index}",
+            source.path_of(f"#{index}"),
+            f"unreadable file: {_first_line(e)}",
+        )
+    image_id = example["id"].numpy().decode()
+    path = source.path_of(image_id)
+    if int(example["label"]) < 0:
+        return SkippedImage(
+            image_id, path, "no ImageNet label: file name has no known wnid"
+        )
+    if len(example["image_bytes"].numpy()) == 0:
+        return SkippedImage(image_id, path, "empty file: 0 bytes")
+    try:
+        example_fn(example)
+    except tf.errors.OpError as e:
+        return SkippedImage(image_id, path, f"cannot decode: {_first_line(e)}")
+    return SkippedImage(image_id, path, "cannot decode: failed in tf.data only")
+
+
+def _shard_path(workdir: str, start: int) -> str:
+    return os.path.join(workdir, _SHARD_DIR, f"shard-{start:09d}.npz")
+
+
+def _save_shard(path: str, part: Predictions | None, skipped) -> None:
+    arrays = dataclasses.asdict(part) if part is not None else {}
+    arrays["skipped"] = np.array(
+        [[s.id, s.path, s.reason] for s in skipped], dtype=str
+    ).reshape(-1, 3)
+    write_npz(path, arrays)
+
+
+def _load_shard(path: str) -> tuple[Predictions | None, list[SkippedImage]]:
+    with np.load(path, allow_pickle=False) as data:
+        skipped = [SkippedImage(*row) for row in data["skipped"].tolist()]
+        if "ranks" not in data:
+            return None, skipped
+        names = [f.name for f in dataclasses.fields(Predictions)]
+        return Predictions(**{n: data[n] for n in names}), skipped
+
+
 def predict(
     classifier: models.Classifier,
     source: datasets.Source,
     qualities: Sequence[int] = candidates.QUALITIES,
     batch_size: int = 8,
+    workdir: str | None = None,
+    resume: bool = False,
+    shard_size: int = SHARD_SIZE,
     verbose: bool = True,
-) -> Predictions:
+) -> tuple[Predictions, list[SkippedImage]]:
     """Evaluates every candidate of every image of `source`.
 
     Args:
@@ -105,47 +237,97 @@ def predict(
       source: labelled examples.
       qualities: JPEG QFs of candidates 1..V-1 (candidate 0 is the original).
       batch_size: images per model call.
+      workdir: where finished shards are kept (None: in memory only).
+      resume: reuse the finished shards in `workdir` (same configuration).
+      shard_size: images per shard.
       verbose: show a progress bar.
 
     Returns:
-      The `Predictions`, in the order of `source`.
+      The `Predictions` of the evaluated images, in the order of `source`,
+      and the skipped images.
 
     Raises:
-      ValueError: an image whose label is unknown (-1).
+      ValueError: no image could be evaluated.
     """
     qualities = candidates.validate_qualities(qualities)
-    batches = candidates.candidate_batches(
-        source.dataset, classifier.preprocess, qualities, batch_size
-    )
+    num_examples = source.num_examples
+    if num_examples is None:
+        num_examples = int(source.dataset.reduce(0, lambda n, _: n + 1))
+    if workdir is not None:
+        shard_dir = os.path.join(workdir, _SHARD_DIR)
+        if not resume:
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        os.makedirs(shard_dir, exist_ok=True)
+
+    def example_fn(example):
+        tf.debugging.assert_non_negative(example["label"])
+        return candidates.make_candidates(
+            example, classifier.preprocess, qualities
+        )
+
     classify = _classify_fn(classifier.model)
     progress = keras.utils.Progbar(
-        source.num_examples, unit_name="image", verbose=1 if verbose else 0
+        num_examples, unit_name="image", verbose=1 if verbose else 0
     )
-    results = {name: [] for name in ("ranks", "sizes", "topk", "topk_probs")}
-    labels, ids = [], []
-    for batch in batches:
-        batch_labels = batch["label"].numpy()
-        if (batch_labels < 0).any():
-            bad = batch["id"].numpy()[batch_labels < 0][0].decode()
-            raise ValueError(
-                f"{bad}: no ImageNet label (file name has no wnid)"
+    parts, skipped = [], []
+    for start in range(0, num_examples, shard_size):
+        stop = min(start + shard_size, num_examples)
+        path = _shard_path(workdir, start) if workdir else None
+        if path and os.path.exists(path):
+            part, shard_skipped = _load_shard(path)
+        else:
+            part, shard_skipped = _evaluate_shard(
+                source, (start, stop), example_fn, classify, batch_size
             )
+            if path:
+                _save_shard(path, part, shard_skipped)
+        if part is not None:
+            parts.append(part)
+        skipped.extend(shard_skipped)
+        progress.add(stop - start)
+    if not parts:
+        raise ValueError(
+            f"{source.description}: none of {num_examples} images could be "
+            f"evaluated (first: {skipped[0].path}: {skipped[0].reason})"
+        )
+    predictions = Predictions.concatenate(parts)
+    predictions.qualities = np.array((0, *qualities), np.int32)
+    return predictions, skipped
+
+
+def _evaluate_shard(source, index_range, example_fn, classify, batch_size):
+    """Images [start, stop): results of the good ones, records of the bad."""
+    start, stop = index_range
+    dataset = source.read(start, stop).enumerate(start)
+    dataset = dataset.map(
+        lambda index, example: {"index": index, **example_fn(example)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    # A bad image fails its own map call only; it is diagnosed below.
+    dataset = dataset.ignore_errors()
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    results = {k: [] for k in ("ranks", "sizes", "topk", "topk_probs")}
+    labels, ids, indices = [], [], []
+    for batch in dataset:
         ranks, topk, topk_probs = classify(batch["inputs"], batch["label"])
         results["ranks"].append(ranks.numpy())
         results["sizes"].append(batch["sizes"].numpy())
         results["topk"].append(topk.numpy())
         results["topk_probs"].append(topk_probs.numpy())
-        labels.append(batch_labels)
+        labels.append(batch["label"].numpy())
         ids.extend(i.decode() for i in batch["id"].numpy())
-        progress.add(len(batch_labels))
+        indices.extend(batch["index"].numpy().tolist())
+    missing = sorted(set(range(start, stop)) - set(indices))
+    skipped = [_why_skipped(source, i, example_fn) for i in missing]
     if not labels:
-        raise ValueError(f"{source.description}: no images to evaluate")
-    return Predictions(
+        return None, skipped
+    part = Predictions(
         ranks=np.concatenate(results["ranks"]).astype(np.int32),
         sizes=np.concatenate(results["sizes"]).astype(np.int64),
         topk=np.concatenate(results["topk"]).astype(np.int32),
         topk_probs=np.concatenate(results["topk_probs"]).astype(np.float32),
         labels=np.concatenate(labels).astype(np.int32),
-        qualities=np.array((0, *qualities), np.int32),
+        qualities=np.zeros([0], np.int32),  # Set by `predict`.
         ids=np.array(ids, dtype=str),
     )
+    return part, skipped

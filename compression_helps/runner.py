@@ -11,7 +11,9 @@ import os
 
 from compression_helps import candidates, datasets, evaluate, models, report
 
-__all__ = ["Config", "rebuild_report", "run"]
+__all__ = ["ERRORS_FILE", "Config", "rebuild_report", "run"]
+
+ERRORS_FILE = "errors.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Config:
       qualities: JPEG QFs of candidates 1..V-1.
       image_size: model input side; None for the model's own.
       tfds_data_dir: TFDS data directory.
+      shard_size: images per results shard (the unit of resuming).
     """
 
     model: str = "efficientnet_lite0"
@@ -38,20 +41,53 @@ class Config:
     qualities: tuple[int, ...] = candidates.QUALITIES
     image_size: int | None = None
     tfds_data_dir: str | None = None
+    shard_size: int = evaluate.SHARD_SIZE
 
 
 def _prepare_workdir(workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(
+            f"{workdir}: cannot create the workdir ({e.strerror})"
+        ) from None
     if not os.access(workdir, os.W_OK):
         raise PermissionError(f"{workdir}: workdir is not writable")
 
 
-def run(config: Config, workdir: str, verbose: bool = True) -> dict:
+def _check_resumable(config_path: str, resolved: Config) -> None:
+    if not os.path.exists(config_path):
+        return
+    with open(config_path) as f:
+        previous = json.load(f)
+    current = json.loads(json.dumps(dataclasses.asdict(resolved)))
+    if previous != current:
+        changed = sorted(k for k in current if previous.get(k) != current[k])
+        raise ValueError(
+            f"{config_path}: cannot resume a run with other settings "
+            f"({', '.join(changed)}); use a new --workdir or drop --resume"
+        )
+
+
+def _write_errors(path: str, skipped: list[evaluate.SkippedImage]) -> None:
+    with open(path + ".tmp", "w") as f:
+        for image in skipped:
+            f.write(json.dumps(dataclasses.asdict(image)) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def run(
+    config: Config, workdir: str, resume: bool = False, verbose: bool = True
+) -> dict:
     """Evaluates, writes predictions.npz and the report, prints the table.
+
+    Writes `<workdir>/config.json`, `predictions.npz`, `errors.jsonl` (one
+    line per skipped image: id, path, reason) and the report files.
 
     Args:
       config: what to evaluate.
       workdir: output directory (created).
+      resume: continue an interrupted run in `workdir` (same config).
       verbose: progress bar and printed table.
 
     Returns:
@@ -67,12 +103,23 @@ def run(config: Config, workdir: str, verbose: bool = True) -> dict:
     resolved = dataclasses.replace(
         config, data=data, qualities=qualities, image_size=classifier.image_size
     )
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    config_path = os.path.join(workdir, "config.json")
+    if resume:
+        _check_resumable(config_path, resolved)
+    with open(config_path, "w") as f:
         json.dump(dataclasses.asdict(resolved), f, indent=2)
-    predictions = evaluate.predict(
-        classifier, source, qualities, config.batch_size, verbose
+    predictions, skipped = evaluate.predict(
+        classifier,
+        source,
+        qualities,
+        config.batch_size,
+        workdir=workdir,
+        resume=resume,
+        shard_size=config.shard_size,
+        verbose=verbose,
     )
     predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))
+    _write_errors(os.path.join(workdir, ERRORS_FILE), skipped)
     return _report(predictions, workdir, classifier.name, verbose)
 
 
@@ -101,11 +148,21 @@ def rebuild_report(workdir: str, verbose: bool = True) -> dict:
 def _report(
     predictions: evaluate.Predictions, workdir: str, model: str, verbose: bool
 ) -> dict:
-    result = report.write_report(predictions, workdir, model)
+    errors_by_reason: dict[str, int] = {}
+    errors_path = os.path.join(workdir, ERRORS_FILE)
+    if os.path.exists(errors_path):
+        with open(errors_path) as f:
+            for line in f:
+                kind = evaluate.SkippedImage(**json.loads(line)).kind
+                errors_by_reason[kind] = errors_by_reason.get(kind, 0) + 1
+    result = report.write_report(predictions, workdir, model, errors_by_reason)
     if verbose:
+        skipped = ", ".join(f"{n} {k}" for k, n in errors_by_reason.items())
         print(
-            f"\n{model}: {result['n_images']} images, "
-            f"{result['n_errors']} skipped\n"
+            f"\n{model}: {result['n_images']} images evaluated, "
+            f"{result['n_errors']} skipped"
+            + (f" ({skipped}; see {errors_path})" if skipped else "")
+            + "\n"
         )
         print(report.to_markdown(result["rows"]))
         print(f"\nreport: {os.path.join(workdir, 'report.json')}")

@@ -9,6 +9,7 @@ report.csv and accuracy_vs_cr.png to --workdir.
         --data=/path/to/imagenet-sample --workdir=/tmp/run
 
 About 5 minutes for 500 images on 2 CPU cores (see README.md for the table).
+`--resume` continues an interrupted run in the same --workdir;
 `--report_only` rebuilds the report from an existing predictions.npz.
 """
 
@@ -52,6 +53,12 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None, "Model input size (default: the model's own)."
 )
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir.")
+_SHARD_SIZE = flags.DEFINE_integer(
+    "shard_size", _DEFAULTS.shard_size, "Images per results shard."
+)
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Continue an interrupted run in --workdir."
+)
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Rebuild the report from predictions.npz."
 )
@@ -76,8 +83,9 @@ def main(argv: Sequence[str]) -> None:
             qualities=qualities,
             image_size=_IMAGE_SIZE.value,
             tfds_data_dir=_TFDS_DATA_DIR.value,
+            shard_size=_SHARD_SIZE.value,
         )
-        runner.run(config, _WORKDIR.value)
+        runner.run(config, _WORKDIR.value, resume=_RESUME.value)
     except (ValueError, OSError) as e:  # Usage and data errors: one line.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

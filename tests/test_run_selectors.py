@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import tensorflow as tf
 
 from compression_helps import evaluate, report
@@ -89,17 +90,38 @@ class RunSelectorsTest(tf.test.TestCase):
 
     def test_usage_errors_are_one_line_with_status_2(self):
         workdir = self.create_tempdir().full_path
-        for flags, message in [
-            (["--model=nope"], "unknown model"),
-            (["--qualities=50,500", "--weights=none"], "[1, 100]"),
+        a_file = self.create_tempfile().full_path
+        wrong_weights = self.create_tempdir().full_path + "/w.weights.h5"
+        keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(2)]
+        ).save_weights(wrong_weights)
+        random_resnet = ["--model=resnet50v2", "--image_size=32"]
+        cases = [
+            (["--model=nope"], "unknown model", workdir),
+            (["--qualities=50,500", "--weights=none"], "[1, 100]", workdir),
+            (["--qualities=a,b"], "invalid literal", workdir),
             (
-                ["--data=/nowhere", "--weights=none", "--model=resnet50v2"],
+                [*random_resnet, "--weights=none", "--data=/nowhere"],
                 "/nowhere",
+                workdir,
             ),
-            (["--report_only"], "no predictions"),
-        ]:
-            result = run_script(*flags, f"--workdir={workdir}")
+            ([*random_resnet, "--weights=/nowhere/w.h5"], "not found", workdir),
+            (
+                [*random_resnet, f"--weights={wrong_weights}"],
+                "cannot load",
+                workdir,
+            ),
+            (
+                [*random_resnet, "--weights=none"],
+                "cannot create the workdir",
+                a_file + "/sub",
+            ),
+            (["--report_only"], "no predictions", workdir),
+        ]
+        for flags, message, out in cases:
+            result = run_script(*flags, f"--workdir={out}")
             self.assertEqual(result.returncode, 2, (flags, result.stderr))
             last = result.stderr.strip().splitlines()[-1]
             self.assertIn(message, last)
+            self.assertTrue(last.startswith("error: "), last)
             self.assertNotIn("Traceback", result.stderr)
