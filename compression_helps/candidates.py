@@ -102,56 +102,81 @@ def encode_candidates(
 
 def make_candidates(
     example: dict[str, tf.Tensor],
-    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    resize: Callable[[tf.Tensor], tf.Tensor],
     qualities: Sequence[int] = QUALITIES,
 ) -> dict[str, tf.Tensor]:
-    """Per-example work: candidates, their sizes and model inputs.
+    """Per-example work: candidates, their sizes and model-sized pixels.
 
     Args:
-      example: `{"id", "image_bytes", "label"}` (see `datasets`).
-      preprocess: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input.
+      example: `{"id", "image_bytes", "label"}` and optionally `"index"`
+        (see `datasets`).
+      resize: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 in [0, 255], the
+        model's crop and resize (`models.Classifier.resize`).
       qualities: JPEG QFs of candidates 1..V-1.
 
     Returns:
-      `{"id", "label", "sizes": [V] int64 bytes, "inputs": [V, S, S, 3]}`.
+      `{"id", "label", ["index",] "sizes": [V] int64 bytes,
+      "pixels": [V, S, S, 3] uint8}`. Pixels are rounded to uint8 so that the
+      host sends a quarter of the bytes to the accelerator, which applies the
+      model's normalisation (`Classifier.preprocess_input`).
     """
     files, original = encode_candidates(example["image_bytes"], qualities)
-    inputs = [preprocess(original)]  # Candidate 0: decoded once, reused.
+    decoded = [original]  # Candidate 0: decoded once, reused.
     for i in range(1, len(qualities) + 1):
-        decoded = tf.io.decode_jpeg(
-            files[i], channels=3, dct_method="INTEGER_ACCURATE"
+        decoded.append(
+            tf.io.decode_jpeg(
+                files[i], channels=3, dct_method="INTEGER_ACCURATE"
+            )
         )
-        inputs.append(preprocess(decoded))
+    pixels = [tf.cast(tf.round(resize(image)), tf.uint8) for image in decoded]
+    kept = {k: v for k, v in example.items() if k != "image_bytes"}
     return {
-        "id": example["id"],
-        "label": example["label"],
+        **kept,
         "sizes": tf.cast(tf.strings.length(files), tf.int64),
-        "inputs": tf.stack(inputs),
+        "pixels": tf.stack(pixels),
     }
 
 
 def candidate_batches(
     dataset: tf.data.Dataset,
-    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    resize: Callable[[tf.Tensor], tf.Tensor],
     qualities: Sequence[int] = QUALITIES,
     batch_size: int = 8,
+    data_service: str | None = None,
+    job_name: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of candidates, built on host threads ahead of the model.
 
+    A bad image (undecodable, ...) fails only its own element, which is
+    dropped; callers find which by the examples' `index`.
+
     Args:
       dataset: example dicts (see `datasets`).
-      preprocess: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input.
+      resize: the model's crop and resize, see `make_candidates`.
       qualities: JPEG QFs of candidates 1..V-1.
       batch_size: images per batch (the model sees `batch_size * V`).
+      data_service: address of a tf.data service dispatcher
+        (`grpc://host:port`): the JPEG work then runs on its workers, and the
+        batches arrive in any order (use `index` to restore it).
+      job_name: tf.data service job name (one per dataset to process).
 
     Returns:
-      Dicts of `make_candidates` outputs with a leading `[B]` axis, in the
-      order of `dataset`.
+      Dicts of `make_candidates` outputs with a leading `[B]` axis; in the
+      order of `dataset` unless `data_service` is given.
     """
     make = functools.partial(
-        make_candidates, preprocess=preprocess, qualities=tuple(qualities)
+        make_candidates, resize=resize, qualities=tuple(qualities)
     )
     # `map` keeps the order (deterministic) while encoding images in parallel.
     dataset = dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.ignore_errors()
+    if data_service:
+        dataset = dataset.apply(
+            tf.data.experimental.service.distribute(
+                processing_mode="distributed_epoch",
+                service=data_service,
+                job_name=job_name,
+            )
+        )
     dataset = dataset.batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)  # Overlaps JPEG work and model.

@@ -3,12 +3,15 @@
 Every source yields the same example dict, so the rest of the project never
 knows where images come from:
 
-    {"id": tf.string, "image_bytes": tf.string, "label": tf.int32}
+    {"index": tf.int64, "id": tf.string, "image_bytes": tf.string,
+     "label": tf.int32}
 
 `image_bytes` is the file exactly as stored: candidate 0 of SPEC.md
 ("Candidates and sizes") is these bytes, never a re-encoding. `label` is the
 ImageNet class index (sorted-wnid order, the order of Keras' and TFDS'
-ImageNet classifiers) or -1 when the file names no known wnid.
+ImageNet classifiers) or -1 when the file names no known wnid. `index` is
+the example's position in the source, which stays with it through
+pipelines that drop bad images or reorder (the tf.data service).
 """
 
 from __future__ import annotations
@@ -148,11 +151,18 @@ def _from_folder(folder: str, limit: int | None) -> Source:
     ids = [os.path.relpath(path, folder) for path in paths]
 
     def read(start: int, stop: int | None) -> tf.data.Dataset:
+        stop = len(paths) if stop is None else stop
         dataset = tf.data.Dataset.from_tensor_slices(
-            (ids[start:stop], paths[start:stop], labels[start:stop])
+            (
+                tf.range(start, stop, dtype=tf.int64),
+                ids[start:stop],
+                paths[start:stop],
+                labels[start:stop],
+            )
         )
         return dataset.map(
-            lambda id_, path, label: {
+            lambda index, id_, path, label: {
+                "index": index,
                 "id": id_,
                 "image_bytes": tf.io.read_file(path),
                 "label": tf.cast(label, tf.int32),
@@ -198,6 +208,7 @@ def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
                 else tf.strings.as_string(index)
             )
             return {
+                "index": index,
                 "id": id_,
                 "image_bytes": features["image"],
                 "label": tf.cast(features["label"], tf.int32),

@@ -20,6 +20,7 @@ import io
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Sequence
 
@@ -144,22 +145,32 @@ class SkippedImage:
         return self.reason.split(":", 1)[0]
 
 
-def _classify_fn(model: keras.Model):
-    """Compiled model step: candidates -> (ranks, top-k, top-k probs)."""
+def _classify_fn(classifier: models.Classifier, batch_size: int):
+    """Compiled model step: candidate pixels -> (ranks, top-k, probs)."""
+    model = classifier.model
 
     @tf.function
-    def classify(inputs: tf.Tensor, labels: tf.Tensor):
-        # inputs: [B, V, S, S, 3] float32; labels: [B] int32.
-        shape = tf.shape(inputs)
-        flat = tf.reshape(inputs, tf.concat([[-1], shape[2:]], 0))
-        probs = model(flat, training=False)  # [B * V, C]
+    def classify(pixels: tf.Tensor, labels: tf.Tensor):
+        # pixels: [b, V, S, S, 3] uint8 with b <= batch_size; labels: [b].
+        # Padding every call to batch_size makes each image's outputs
+        # independent of how many others share its batch (the kernels a
+        # backend picks can depend on the batch size), so sharded, resumed
+        # and tf.data-service runs give identical numbers.
+        count = tf.shape(pixels)[0]
+        pad = batch_size - count
+        pixels = tf.pad(pixels, [[0, pad], [0, 0], [0, 0], [0, 0], [0, 0]])
+        labels = tf.pad(labels, [[0, pad]])
+        shape = tf.shape(pixels)
+        flat = tf.reshape(pixels, tf.concat([[-1], shape[2:]], 0))
+        inputs = classifier.preprocess_input(tf.cast(flat, tf.float32))
+        probs = model(inputs, training=False)  # [B * V, C]
         probs = tf.reshape(probs, [shape[0], shape[1], -1])  # [B, V, C]
         one_hot = tf.one_hot(labels, tf.shape(probs)[-1], dtype=probs.dtype)
         true_prob = tf.reduce_sum(probs * one_hot[:, None, :], -1)  # [B, V]
         higher = tf.cast(probs > true_prob[..., None], tf.int32)
         ranks = 1 + tf.reduce_sum(higher, -1)
         top = tf.math.top_k(probs, TOP_K)
-        return ranks, top.indices, top.values
+        return ranks[:count], top.indices[:count], top.values[:count]
 
     return classify
 
@@ -171,32 +182,27 @@ def _first_line(error: Exception) -> str:
 
 
 def _why_skipped(
-    source: datasets.Source,
-    index: int,
-    example_fn,
+    source: datasets.Source, index: int, example_fn
 ) -> SkippedImage:
-    """Re-runs one failed example eagerly to find and record the reason."""
+    """Re-runs one dropped example eagerly to find and record the reason."""
     try:
         example = next(iter(source.read(index, index + 1)))
     except (tf.errors.OpError, StopIteration) as e:
-        return SkippedImage(
-            f"#{index}",
-            source.path_of(f"#{index}"),
-            f"unreadable file: {_first_line(e)}",
-        )
+        name = f"#{index}"
+        reason = f"unreadable file: {_first_line(e)}"
+        return SkippedImage(name, source.path_of(name), reason)
     image_id = example["id"].numpy().decode()
     path = source.path_of(image_id)
     if int(example["label"]) < 0:
-        return SkippedImage(
-            image_id, path, "no ImageNet label: file name has no known wnid"
-        )
+        reason = "no ImageNet label: the file name has no known wnid"
+        return SkippedImage(image_id, path, reason)
     if len(example["image_bytes"].numpy()) == 0:
         return SkippedImage(image_id, path, "empty file: 0 bytes")
     try:
         example_fn(example)
     except tf.errors.OpError as e:
         return SkippedImage(image_id, path, f"cannot decode: {_first_line(e)}")
-    return SkippedImage(image_id, path, "cannot decode: failed in tf.data only")
+    return SkippedImage(image_id, path, "cannot decode: failed in tf.data")
 
 
 def _shard_path(workdir: str, start: int) -> str:
@@ -228,6 +234,7 @@ def predict(
     workdir: str | None = None,
     resume: bool = False,
     shard_size: int = SHARD_SIZE,
+    data_service: str | None = None,
     verbose: bool = True,
 ) -> tuple[Predictions, list[SkippedImage]]:
     """Evaluates every candidate of every image of `source`.
@@ -240,6 +247,8 @@ def predict(
       workdir: where finished shards are kept (None: in memory only).
       resume: reuse the finished shards in `workdir` (same configuration).
       shard_size: images per shard.
+      data_service: tf.data service dispatcher address: the JPEG work runs on
+        its workers (see `candidates.candidate_batches`).
       verbose: show a progress bar.
 
     Returns:
@@ -259,13 +268,22 @@ def predict(
             shutil.rmtree(shard_dir, ignore_errors=True)
         os.makedirs(shard_dir, exist_ok=True)
 
-    def example_fn(example):
-        tf.debugging.assert_non_negative(example["label"])
-        return candidates.make_candidates(
-            example, classifier.preprocess, qualities
+    def example_fn(example):  # Eager re-run of one example's work.
+        return candidates.make_candidates(example, classifier.resize, qualities)
+
+    def shard_batches(start: int, stop: int) -> tf.data.Dataset:
+        # Unlabelled images are dropped here and recorded by `_why_skipped`.
+        examples = source.read(start, stop).filter(lambda e: e["label"] >= 0)
+        return candidates.candidate_batches(
+            examples,
+            classifier.resize,
+            qualities,
+            batch_size,
+            data_service=data_service,
+            job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
         )
 
-    classify = _classify_fn(classifier.model)
+    classify = _classify_fn(classifier, batch_size)
     progress = keras.utils.Progbar(
         num_examples, unit_name="image", verbose=1 if verbose else 0
     )
@@ -276,9 +294,13 @@ def predict(
         if path and os.path.exists(path):
             part, shard_skipped = _load_shard(path)
         else:
-            part, shard_skipped = _evaluate_shard(
-                source, (start, stop), example_fn, classify, batch_size
-            )
+            part = _evaluate_batches(shard_batches(start, stop), classify)
+            done = set() if part is None else set(part.pop("index").tolist())
+            missing = sorted(set(range(start, stop)) - done)
+            shard_skipped = [
+                _why_skipped(source, i, example_fn) for i in missing
+            ]
+            part = None if part is None else Predictions(**part)
             if path:
                 _save_shard(path, part, shard_skipped)
         if part is not None:
@@ -295,39 +317,36 @@ def predict(
     return predictions, skipped
 
 
-def _evaluate_shard(source, index_range, example_fn, classify, batch_size):
-    """Images [start, stop): results of the good ones, records of the bad."""
-    start, stop = index_range
-    dataset = source.read(start, stop).enumerate(start)
-    dataset = dataset.map(
-        lambda index, example: {"index": index, **example_fn(example)},
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    # A bad image fails its own map call only; it is diagnosed below.
-    dataset = dataset.ignore_errors()
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    results = {k: [] for k in ("ranks", "sizes", "topk", "topk_probs")}
-    labels, ids, indices = [], [], []
-    for batch in dataset:
-        ranks, topk, topk_probs = classify(batch["inputs"], batch["label"])
-        results["ranks"].append(ranks.numpy())
-        results["sizes"].append(batch["sizes"].numpy())
-        results["topk"].append(topk.numpy())
-        results["topk_probs"].append(topk_probs.numpy())
-        labels.append(batch["label"].numpy())
+def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
+    """Model outputs of all batches, in example index order."""
+    outputs = {
+        k: []
+        for k in ("index", "ranks", "sizes", "topk", "topk_probs", "labels")
+    }
+    ids = []
+    for batch in batches:
+        ranks, topk, topk_probs = classify(batch["pixels"], batch["label"])
+        outputs["ranks"].append(ranks.numpy())
+        outputs["topk"].append(topk.numpy())
+        outputs["topk_probs"].append(topk_probs.numpy())
+        outputs["sizes"].append(batch["sizes"].numpy())
+        outputs["labels"].append(batch["label"].numpy())
+        outputs["index"].append(batch["index"].numpy())
         ids.extend(i.decode() for i in batch["id"].numpy())
-        indices.extend(batch["index"].numpy().tolist())
-    missing = sorted(set(range(start, stop)) - set(indices))
-    skipped = [_why_skipped(source, i, example_fn) for i in missing]
-    if not labels:
-        return None, skipped
-    part = Predictions(
-        ranks=np.concatenate(results["ranks"]).astype(np.int32),
-        sizes=np.concatenate(results["sizes"]).astype(np.int64),
-        topk=np.concatenate(results["topk"]).astype(np.int32),
-        topk_probs=np.concatenate(results["topk_probs"]).astype(np.float32),
-        labels=np.concatenate(labels).astype(np.int32),
-        qualities=np.zeros([0], np.int32),  # Set by `predict`.
-        ids=np.array(ids, dtype=str),
-    )
-    return part, skipped
+    if not ids:
+        return None
+    arrays = {k: np.concatenate(v) for k, v in outputs.items()}
+    arrays["ids"] = np.array(ids, dtype=str)
+    order = np.argsort(arrays["index"], kind="stable")
+    dtypes = {
+        "ranks": np.int32,
+        "sizes": np.int64,
+        "topk": np.int32,
+        "topk_probs": np.float32,
+        "labels": np.int32,
+    }
+    result = {
+        k: v[order].astype(dtypes.get(k, v.dtype)) for k, v in arrays.items()
+    }
+    result["qualities"] = np.zeros([0], np.int32)  # Set by `predict`.
+    return result

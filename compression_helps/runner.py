@@ -31,6 +31,8 @@ class Config:
       image_size: model input side; None for the model's own.
       tfds_data_dir: TFDS data directory.
       shard_size: images per results shard (the unit of resuming).
+      data_service: tf.data service dispatcher address (`grpc://host:port`)
+        whose workers do the JPEG work; None: this process does it.
     """
 
     model: str = "efficientnet_lite0"
@@ -42,6 +44,7 @@ class Config:
     image_size: int | None = None
     tfds_data_dir: str | None = None
     shard_size: int = evaluate.SHARD_SIZE
+    data_service: str | None = None
 
 
 def _prepare_workdir(workdir: str) -> None:
@@ -116,6 +119,7 @@ def run(
         workdir=workdir,
         resume=resume,
         shard_size=config.shard_size,
+        data_service=config.data_service,
         verbose=verbose,
     )
     predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))

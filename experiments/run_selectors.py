@@ -56,6 +56,11 @@ _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir.")
 _SHARD_SIZE = flags.DEFINE_integer(
     "shard_size", _DEFAULTS.shard_size, "Images per results shard."
 )
+_DATA_SERVICE = flags.DEFINE_string(
+    "data_service",
+    None,
+    "tf.data service dispatcher (grpc://host:port) to run the JPEG work on.",
+)
 _RESUME = flags.DEFINE_bool(
     "resume", False, "Continue an interrupted run in --workdir."
 )
@@ -84,6 +89,7 @@ def main(argv: Sequence[str]) -> None:
             image_size=_IMAGE_SIZE.value,
             tfds_data_dir=_TFDS_DATA_DIR.value,
             shard_size=_SHARD_SIZE.value,
+            data_service=_DATA_SERVICE.value,
         )
         runner.run(config, _WORKDIR.value, resume=_RESUME.value)
     except (ValueError, OSError) as e:  # Usage and data errors: one line.

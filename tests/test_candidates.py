@@ -10,7 +10,7 @@ from tests import testing_utils
 QUALITIES = (90, 50, 10)
 
 
-def preprocess(image):
+def resize(image):
     return models.center_crop_and_resize(image, 16)
 
 
@@ -48,13 +48,15 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
         }
 
         def make(e):
-            return candidates.make_candidates(e, preprocess, QUALITIES)
+            return candidates.make_candidates(e, resize, QUALITIES)
 
         eager = make(example)
         graph = in_dataset(make, example)
         for key in eager:
             self.assertAllEqual(eager[key], graph[key])
-        self.assertEqual(eager["inputs"].shape, [4, 16, 16, 3])
+        self.assertEqual(eager["pixels"].shape, [4, 16, 16, 3])
+        self.assertEqual(eager["pixels"].dtype, tf.uint8)
+        self.assertNotIn("image_bytes", eager)
         self.assertAllEqual(eager["sizes"][0], len(self.jpeg))
 
     def test_decode_image_eager_equals_dataset_map_for_png(self):
@@ -67,7 +69,7 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
     def test_non_jpeg_original_keeps_its_own_size(self):
         png = tf.io.encode_png(self.image).numpy()
         example = {"id": "p", "image_bytes": png, "label": 0}
-        out = candidates.make_candidates(example, preprocess, QUALITIES)
+        out = candidates.make_candidates(example, resize, QUALITIES)
         self.assertEqual(int(out["sizes"][0]), len(png))
 
     @parameterized.named_parameters(
@@ -89,12 +91,24 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
                 "label": list(range(5)),
             }
         )
-        batches = list(
-            candidates.candidate_batches(ds, preprocess, QUALITIES, 2)
-        )
+        batches = list(candidates.candidate_batches(ds, resize, QUALITIES, 2))
         ids = [i.decode() for b in batches for i in b["id"].numpy()]
         self.assertEqual(ids, ["0", "1", "2", "3", "4"])
-        self.assertEqual(batches[0]["inputs"].shape, [2, 4, 16, 16, 3])
+        self.assertEqual(batches[0]["pixels"].shape, [2, 4, 16, 16, 3])
+
+    def test_bad_images_are_dropped_not_fatal(self):
+        good = testing_utils.jpeg_bytes(testing_utils.random_image())
+        ds = tf.data.Dataset.from_tensor_slices(
+            {
+                "index": [0, 1, 2],
+                "id": ["a", "b", "c"],
+                "image_bytes": [good, b"broken", good],
+                "label": [0, 0, 0],
+            }
+        )
+        batches = candidates.candidate_batches(ds, resize, QUALITIES, 8)
+        indices = [i for b in batches for i in b["index"].numpy().tolist()]
+        self.assertEqual(indices, [0, 2])
 
 
 class RealImageSizesTest(tf.test.TestCase):
