@@ -31,7 +31,7 @@ test: lint
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.throughput $(if $(DATA),--data=$(DATA))
 
 clean:
 	rm -rf $(VENV) $(WORKDIR) *.egg-info
