@@ -13,6 +13,7 @@ it with the model through `prefetch`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,9 @@ import tensorflow as tf
 
 __all__ = [
     "QUALITIES",
+    "Codec",
+    "as_codecs",
+    "jpeg_codec",
     "candidate_batches",
     "decode_image",
     "encode_candidates",
@@ -31,26 +35,75 @@ __all__ = [
 QUALITIES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
 
 
-def validate_qualities(qualities: Sequence[int]) -> tuple[int, ...]:
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """One way to re-encode a decoded original into a candidate file.
+
+    Attributes:
+      name: candidate name in reports, e.g. `qf50`.
+      encode: `[H, W, 3]` uint8 -> scalar tf.string JPEG file; TF ops (or
+        `tf.numpy_function`), usable inside `tf.data`.
+      quality: the JPEG QF where the codec is standard JPEG at one, else -1.
+    """
+
+    name: str
+    encode: Callable[[tf.Tensor], tf.Tensor]
+    quality: int = -1
+
+
+def jpeg_codec(quality: int) -> Codec:
+    """Standard JPEG at QF `quality` (SPEC.md, "Candidates and sizes")."""
+    encode = functools.partial(
+        tf.io.encode_jpeg, quality=quality, optimize_size=True
+    )
+    return Codec(f"qf{quality}", encode, quality)
+
+
+def as_codecs(qualities: Sequence[int | Codec]) -> tuple[Codec, ...]:
+    """Candidates 1..V-1 as codecs: ints are standard JPEG QFs.
+
+    Args:
+      qualities: JPEG QFs and/or `Codec`s.
+
+    Returns:
+      The codecs.
+
+    Raises:
+      ValueError: empty, a QF out of [1, 100], or a repeated name.
+    """
+    codecs = tuple(
+        q if isinstance(q, Codec) else jpeg_codec(q)
+        for q in validate_qualities(qualities)
+    )
+    names = [c.name for c in codecs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"repeated candidates in {names}")
+    return codecs
+
+
+def validate_qualities(
+    qualities: Sequence[int | Codec],
+) -> tuple[int | Codec, ...]:
     """Checks a QF list: distinct integers in [1, 100].
 
     Args:
-      qualities: JPEG quality factors.
+      qualities: JPEG quality factors (and/or `Codec`s, passed through).
 
     Returns:
-      The qualities as a tuple of ints.
+      The qualities as a tuple.
 
     Raises:
       ValueError: empty, out of range or repeated.
     """
-    qualities = tuple(int(q) for q in qualities)
+    qualities = tuple(q if isinstance(q, Codec) else int(q) for q in qualities)
     if not qualities:
         raise ValueError("the list of JPEG qualities is empty")
-    bad = [q for q in qualities if not 1 <= q <= 100]
+    ints = [q for q in qualities if not isinstance(q, Codec)]
+    bad = [q for q in ints if not 1 <= q <= 100]
     if bad:
         raise ValueError(f"JPEG qualities must be in [1, 100], got {bad}")
-    if len(set(qualities)) != len(qualities):
-        raise ValueError(f"repeated JPEG qualities in {list(qualities)}")
+    if len(set(ints)) != len(ints):
+        raise ValueError(f"repeated JPEG qualities in {ints}")
     return qualities
 
 
@@ -79,31 +132,29 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def encode_candidates(
-    image_bytes: tf.Tensor, qualities: Sequence[int] = QUALITIES
+    image_bytes: tf.Tensor, qualities: Sequence[int | Codec] = QUALITIES
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The candidate files of one image and the decoded original.
 
     Args:
       image_bytes: scalar tf.string, the original file.
-      qualities: JPEG QFs of candidates 1..V-1 (Python ints: `encode_jpeg`
-        takes its quality at trace time).
+      qualities: candidates 1..V-1: JPEG QFs (Python ints: `encode_jpeg`
+        takes its quality at trace time) or `Codec`s.
 
     Returns:
       `([V] tf.string candidate files, [H, W, 3] uint8 decoded original)`.
     """
     original = decode_image(image_bytes)
     files = [image_bytes]
-    for quality in qualities:
-        files.append(
-            tf.io.encode_jpeg(original, quality=quality, optimize_size=True)
-        )
+    for codec in as_codecs(qualities):
+        files.append(codec.encode(original))
     return tf.stack(files), original
 
 
 def make_candidates(
     example: dict[str, tf.Tensor],
     resize: Callable[[tf.Tensor], tf.Tensor],
-    qualities: Sequence[int] = QUALITIES,
+    qualities: Sequence[int | Codec] = QUALITIES,
 ) -> dict[str, tf.Tensor]:
     """Per-example work: candidates, their sizes and model-sized pixels.
 
@@ -112,7 +163,7 @@ def make_candidates(
         (see `datasets`).
       resize: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 in [0, 255], the
         model's crop and resize (`models.Classifier.resize`).
-      qualities: JPEG QFs of candidates 1..V-1.
+      qualities: candidates 1..V-1: JPEG QFs or `Codec`s.
 
     Returns:
       `{"id", "label", ["index",] "sizes": [V] int64 bytes,
@@ -140,7 +191,7 @@ def make_candidates(
 def candidate_batches(
     dataset: tf.data.Dataset,
     resize: Callable[[tf.Tensor], tf.Tensor],
-    qualities: Sequence[int] = QUALITIES,
+    qualities: Sequence[int | Codec] = QUALITIES,
     batch_size: int = 8,
     data_service: str | None = None,
     job_name: str | None = None,
@@ -153,7 +204,7 @@ def candidate_batches(
     Args:
       dataset: example dicts (see `datasets`).
       resize: the model's crop and resize, see `make_candidates`.
-      qualities: JPEG QFs of candidates 1..V-1.
+      qualities: candidates 1..V-1: JPEG QFs or `Codec`s.
       batch_size: images per batch (the model sees `batch_size * V`).
       data_service: address of a tf.data service dispatcher
         (`grpc://host:port`): the JPEG work then runs on its workers, and the

@@ -80,9 +80,11 @@ class Predictions:
       topk: `[N, V, 5]` int32 top-5 class indices, most probable first.
       topk_probs: `[N, V, 5]` float32 their probabilities.
       labels: `[N]` int32 true class indices.
-      qualities: `[V]` int32 JPEG QF of each candidate; 0 = the original.
+      qualities: `[V]` int32 JPEG QF of each candidate; 0 = the original,
+        -1 = not standard JPEG (see `names`).
       ids: `[N]` str image ids (path relative to the data folder, or TFDS
         file name).
+      names: `[V]` str candidate names: `original`, `qf100`, ...
     """
 
     ranks: np.ndarray
@@ -92,6 +94,7 @@ class Predictions:
     labels: np.ndarray
     qualities: np.ndarray
     ids: np.ndarray
+    names: np.ndarray
 
     @property
     def num_images(self) -> int:
@@ -115,8 +118,8 @@ class Predictions:
         """Joins results of consecutive image ranges (same candidates)."""
         fields = {}
         for f in dataclasses.fields(cls):
-            if f.name == "qualities":
-                fields[f.name] = parts[0].qualities
+            if f.name in ("qualities", "names"):
+                fields[f.name] = getattr(parts[0], f.name)
             else:
                 fields[f.name] = np.concatenate(
                     [getattr(p, f.name) for p in parts]
@@ -229,7 +232,7 @@ def _load_shard(path: str) -> tuple[Predictions | None, list[SkippedImage]]:
 def predict(
     classifier: models.Classifier,
     source: datasets.Source,
-    qualities: Sequence[int] = candidates.QUALITIES,
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
     batch_size: int = 8,
     workdir: str | None = None,
     resume: bool = False,
@@ -242,7 +245,8 @@ def predict(
     Args:
       classifier: the model and its preprocessing.
       source: labelled examples.
-      qualities: JPEG QFs of candidates 1..V-1 (candidate 0 is the original).
+      qualities: candidates 1..V-1, JPEG QFs or `candidates.Codec`s
+        (candidate 0 is the original).
       batch_size: images per model call.
       workdir: where finished shards are kept (None: in memory only).
       resume: reuse the finished shards in `workdir` (same configuration).
@@ -258,7 +262,7 @@ def predict(
     Raises:
       ValueError: no image could be evaluated.
     """
-    qualities = candidates.validate_qualities(qualities)
+    codecs = candidates.as_codecs(qualities)
     num_examples = source.num_examples
     if num_examples is None:
         num_examples = int(source.dataset.reduce(0, lambda n, _: n + 1))
@@ -269,7 +273,7 @@ def predict(
         os.makedirs(shard_dir, exist_ok=True)
 
     def example_fn(example):  # Eager re-run of one example's work.
-        return candidates.make_candidates(example, classifier.resize, qualities)
+        return candidates.make_candidates(example, classifier.resize, codecs)
 
     def shard_batches(start: int, stop: int) -> tf.data.Dataset:
         # Unlabelled images are dropped here and recorded by `_why_skipped`.
@@ -277,7 +281,7 @@ def predict(
         return candidates.candidate_batches(
             examples,
             classifier.resize,
-            qualities,
+            codecs,
             batch_size,
             data_service=data_service,
             job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
@@ -313,7 +317,10 @@ def predict(
             f"evaluated (first: {skipped[0].path}: {skipped[0].reason})"
         )
     predictions = Predictions.concatenate(parts)
-    predictions.qualities = np.array((0, *qualities), np.int32)
+    predictions.qualities = np.array(
+        [0] + [c.quality for c in codecs], np.int32
+    )
+    predictions.names = np.array(["original"] + [c.name for c in codecs])
     return predictions, skipped
 
 
@@ -348,5 +355,7 @@ def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
     result = {
         k: v[order].astype(dtypes.get(k, v.dtype)) for k, v in arrays.items()
     }
-    result["qualities"] = np.zeros([0], np.int32)  # Set by `predict`.
+    # Set by `predict`.
+    result["qualities"] = np.zeros([0], np.int32)
+    result["names"] = np.zeros([0], str)
     return result

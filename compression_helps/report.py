@@ -29,17 +29,12 @@ CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9)
 COLUMNS = ("name", "top1", "top5", "cr", "mean_bytes")
 
 
-def candidate_name(quality: int) -> str:
-    """`original` for QF 0 (the original file), else `qf<QF>`."""
-    return "original" if quality == 0 else f"qf{quality}"
-
-
 def selections(predictions: evaluate.Predictions) -> dict[str, np.ndarray]:
     """Every row's chosen candidate per image, in table order."""
     p = predictions
     chosen = {
-        candidate_name(q): selectors.fixed(j, p.num_images)
-        for j, q in enumerate(p.qualities)
+        str(name): selectors.fixed(j, p.num_images)
+        for j, name in enumerate(p.names)
     }
     chosen["hrs"] = selectors.highest_rank(p.ranks, p.sizes)
     chosen["keep_top1"] = selectors.keep_top1(p.topk, p.sizes)
@@ -84,17 +79,24 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy_vs_cr(rows: list[dict], path: str, title: str) -> None:
-    """Top-1 against CR: the QF curve and one marker per selector."""
+def plot_accuracy_vs_cr(
+    rows: list[dict], num_candidates: int, path: str, title: str
+) -> None:
+    """Top-1 against CR: the candidates' curve and one marker per selector.
+
+    Args:
+      rows: `summarize` output; the first `num_candidates` are the single
+        candidates (original, QF 100, ...), the rest selectors.
+      num_candidates: V.
+      path: PNG to write.
+      title: plot title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    candidates = [
-        r for r in rows if r["name"] == "original" or r["name"][2:].isdigit()
-    ]
-    others = [r for r in rows if r not in candidates]
+    candidates, others = rows[:num_candidates], rows[num_candidates:]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(
         [r["cr"] for r in candidates],
@@ -158,6 +160,7 @@ def write_report(
         writer.writerows(rows)
     plot_accuracy_vs_cr(
         rows,
+        len(predictions.names),
         os.path.join(workdir, "accuracy_vs_cr.png"),
         f"{model_name}, {predictions.num_images} images",
     )

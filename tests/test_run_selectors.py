@@ -49,6 +49,10 @@ class RunSelectorsTest(tf.test.TestCase):
         self.assertAllEqual(
             predictions.qualities, [0, 100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
         )
+        self.assertEqual(
+            predictions.names.tolist(),
+            ["original"] + [f"qf{q}" for q in range(100, 0, -10)],
+        )
         self.assertAllInRange(predictions.ranks, 1, 1000)
         # Candidate 0 is the original file as stored.
         for i, image_id in enumerate(predictions.ids):
