@@ -166,10 +166,11 @@ def make_candidates(
       qualities: candidates 1..V-1: JPEG QFs or `Codec`s.
 
     Returns:
-      `{"id", "label", ["index",] "sizes": [V] int64 bytes,
-      "pixels": [V, S, S, 3] uint8}`. Pixels are rounded to uint8 so that the
-      host sends a quarter of the bytes to the accelerator, which applies the
-      model's normalisation (`Classifier.preprocess_input`).
+      `{"id", "label", ["index",] "sizes": [V] int64 bytes, "num_pixels":
+      int64 H * W of the original, "pixels": [V, S, S, 3] uint8}`. Pixels
+      are rounded to uint8 so that the host sends a quarter of the bytes to
+      the accelerator, which applies the model's normalisation
+      (`Classifier.preprocess_input`).
     """
     files, original = encode_candidates(example["image_bytes"], qualities)
     decoded = [original]  # Candidate 0: decoded once, reused.
@@ -181,9 +182,11 @@ def make_candidates(
         )
     pixels = [tf.cast(tf.round(resize(image)), tf.uint8) for image in decoded]
     kept = {k: v for k, v in example.items() if k != "image_bytes"}
+    shape = tf.shape(original, out_type=tf.int64)
     return {
         **kept,
         "sizes": tf.cast(tf.strings.length(files), tf.int64),
+        "num_pixels": shape[0] * shape[1],  # Of the original, for bpp.
         "pixels": tf.stack(pixels),
     }
 

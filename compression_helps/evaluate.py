@@ -85,6 +85,8 @@ class Predictions:
       ids: `[N]` str image ids (path relative to the data folder, or TFDS
         file name).
       names: `[V]` str candidate names: `original`, `qf100`, ...
+      num_pixels: `[N]` int64 pixels (H * W) of each original, for bits per
+        pixel.
     """
 
     ranks: np.ndarray
@@ -95,6 +97,7 @@ class Predictions:
     qualities: np.ndarray
     ids: np.ndarray
     names: np.ndarray
+    num_pixels: np.ndarray
 
     @property
     def num_images(self) -> int:
@@ -328,7 +331,15 @@ def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
     """Model outputs of all batches, in example index order."""
     outputs = {
         k: []
-        for k in ("index", "ranks", "sizes", "topk", "topk_probs", "labels")
+        for k in (
+            "index",
+            "ranks",
+            "sizes",
+            "topk",
+            "topk_probs",
+            "labels",
+            "num_pixels",
+        )
     }
     ids = []
     for batch in batches:
@@ -338,6 +349,7 @@ def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
         outputs["topk_probs"].append(topk_probs.numpy())
         outputs["sizes"].append(batch["sizes"].numpy())
         outputs["labels"].append(batch["label"].numpy())
+        outputs["num_pixels"].append(batch["num_pixels"].numpy())
         outputs["index"].append(batch["index"].numpy())
         ids.extend(i.decode() for i in batch["id"].numpy())
     if not ids:
@@ -351,6 +363,7 @@ def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
         "topk": np.int32,
         "topk_probs": np.float32,
         "labels": np.int32,
+        "num_pixels": np.int64,
     }
     result = {
         k: v[order].astype(dtypes.get(k, v.dtype)) for k, v in arrays.items()
