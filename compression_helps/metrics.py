@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chosen_values", "compression_ratio", "topk_accuracy"]
+__all__ = [
+    "bits_per_pixel",
+    "chosen_values",
+    "compression_ratio",
+    "topk_accuracy",
+]
 
 
 def chosen_values(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -40,3 +45,19 @@ def compression_ratio(sizes: np.ndarray, chosen: np.ndarray) -> float:
       The compression ratio of the selection.
     """
     return float(sizes[:, 0].sum() / chosen_values(sizes, chosen).sum())
+
+
+def bits_per_pixel(
+    sizes: np.ndarray, chosen: np.ndarray, num_pixels: np.ndarray
+) -> float:
+    """Bits of the chosen files per pixel of the originals, over the data set.
+
+    Args:
+      sizes: `[N, V]` candidate sizes in bytes.
+      chosen: `[N]` chosen candidate per image.
+      num_pixels: `[N]` pixels (H * W) of each original.
+
+    Returns:
+      8 * (sum of chosen bytes) / (sum of pixels).
+    """
+    return float(8 * chosen_values(sizes, chosen).sum() / num_pixels.sum())

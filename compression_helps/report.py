@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9)
-COLUMNS = ("name", "top1", "top5", "cr", "mean_bytes")
+COLUMNS = ("name", "top1", "top5", "cr", "mean_bytes", "bpp")
 
 
 def selections(predictions: evaluate.Predictions) -> dict[str, np.ndarray]:
@@ -48,7 +48,7 @@ def selections(predictions: evaluate.Predictions) -> dict[str, np.ndarray]:
 
 
 def summarize(predictions: evaluate.Predictions) -> list[dict]:
-    """One dict per table row: name, top1, top5 (%), cr, mean_bytes."""
+    """One dict per table row: name, top1, top5 (%), cr, mean_bytes, bpp."""
     rows = []
     for name, chosen in selections(predictions).items():
         rows.append(
@@ -60,21 +60,25 @@ def summarize(predictions: evaluate.Predictions) -> list[dict]:
                 "mean_bytes": float(
                     metrics.chosen_values(predictions.sizes, chosen).mean()
                 ),
+                "bpp": metrics.bits_per_pixel(
+                    predictions.sizes, chosen, predictions.num_pixels
+                ),
             }
         )
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
-    """The table as markdown: top-1 %, top-5 %, CR, mean KiB."""
+    """The table as markdown: top-1 %, top-5 %, CR, mean KiB, bpp."""
     lines = [
-        "| candidate / selector | top-1 % | top-5 % | CR | mean KiB |",
-        "|---|---:|---:|---:|---:|",
+        "| candidate / selector | top-1 % | top-5 % | CR | mean KiB | bpp |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['name']} | {row['top1']:.2f} | {row['top5']:.2f} | "
-            f"{row['cr']:.2f} | {row['mean_bytes'] / 1024:.1f} |"
+            f"{row['cr']:.2f} | {row['mean_bytes'] / 1024:.1f} | "
+            f"{row['bpp']:.3f} |"
         )
     return "\n".join(lines)
 

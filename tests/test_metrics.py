@@ -21,3 +21,10 @@ def test_topk_accuracy():
     assert metrics.topk_accuracy(ranks, np.array([1, 1, 1, 1]), 1) == 50.0
     assert metrics.topk_accuracy(ranks, np.array([0, 1, 1, 0]), 5) == 100.0
     assert metrics.topk_accuracy(ranks, np.array([0, 0, 0, 0]), 5) == 75.0
+
+
+def test_bits_per_pixel():
+    sizes = np.array([[100, 10], [300, 30]])
+    num_pixels = np.array([400, 400])
+    # 8 * (10 + 300) bits over 800 pixels.
+    assert metrics.bits_per_pixel(sizes, np.array([1, 0]), num_pixels) == 3.1

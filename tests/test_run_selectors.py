@@ -71,7 +71,7 @@ class RunSelectorsTest(tf.test.TestCase):
             [r["name"] for r in saved["rows"]], [r["name"] for r in expected]
         )
         for got, want in zip(saved["rows"], expected, strict=True):
-            for key in ("top1", "top5", "cr", "mean_bytes"):
+            for key in ("top1", "top5", "cr", "mean_bytes", "bpp"):
                 self.assertAlmostEqual(got[key], want[key], places=9)
         original = saved["rows"][0]
         self.assertEqual(original["name"], "original")
