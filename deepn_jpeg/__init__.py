@@ -1,0 +1,1 @@
+"""DeepN-JPEG (Liu et al. 2018): DNN-oriented JPEG quantization tables."""

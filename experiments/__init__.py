@@ -1,0 +1,1 @@
+"""Command-line scripts (absl flags); each calls one library function."""
