@@ -1,0 +1,86 @@
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from compression_helps import evaluate
+from deepn_jpeg import rate_accuracy, tables
+from tests import testing_utils
+from tests.test_models import tiny_classifier_file
+
+
+def point(nbytes, top1):
+    return {"bytes": nbytes, "top1": top1}
+
+
+class BytesAtTop1Test(tf.test.TestCase):
+    def test_interpolates_between_the_bracketing_points(self):
+        curve = [point(100, 60.0), point(200, 70.0), point(400, 80.0)]
+        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 75.0), 300.0)
+        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 70.0), 200.0)
+
+    def test_first_crossing_from_small_files_counts(self):
+        curve = [point(100, 60.0), point(200, 81.0), point(300, 79.0)]
+        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 70.5), 150.0)
+
+    def test_outside_the_measured_range_is_none(self):
+        curve = [point(100, 60.0), point(200, 70.0)]
+        self.assertIsNone(rate_accuracy.bytes_at_top1(curve, 75.0))
+        self.assertIsNone(rate_accuracy.bytes_at_top1(curve, 50.0))
+
+    def test_gain_is_jpeg_bytes_over_curve_bytes(self):
+        curves = {
+            "original": [point(1000, 80.0)],
+            "jpeg": [point(100, 70.0), point(300, 80.0)],
+            "paper": [point(50, 70.0), point(150, 80.0)],
+        }
+        gains = rate_accuracy.gains(curves, 80.0)
+        self.assertLen(gains, len(rate_accuracy.GAIN_DROPS))
+        self.assertEqual(gains[0]["curve"], "paper")
+        self.assertAlmostEqual(gains[0]["gain"], 2.0)
+        self.assertAlmostEqual(gains[1]["target_top1"], 79.5)
+        self.assertAlmostEqual(gains[1]["gain"], 290.0 / 145.0)
+
+
+class RunTest(tf.test.TestCase):
+    def test_tiny_end_to_end(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, [0, 3, 5, 9])
+        design = self.create_tempdir().full_path
+        luma, chroma = tables.standard_qtables(50)
+        tables.save_json(
+            os.path.join(design, "qtables_paper.json"),
+            luma * 2,
+            np.minimum(chroma * 2, 255),
+        )
+        model = tiny_classifier_file(
+            self.create_tempdir().full_path + "/m.keras"
+        )
+        workdir = self.create_tempdir().full_path
+        config = rate_accuracy.Config(
+            tables=design,
+            model=model,
+            data=data,
+            qualities=(90, 50, 10),
+            batch_size=2,
+        )
+        result = rate_accuracy.run(config, workdir, verbose=False)
+        self.assertEqual(set(result["curves"]), {"original", "jpeg", "paper"})
+        self.assertLen(result["curves"]["jpeg"], 3)
+        # Same quality, coarser tables: smaller files.
+        for jpeg, deepn in zip(
+            result["curves"]["jpeg"], result["curves"]["paper"], strict=True
+        ):
+            self.assertEqual(jpeg["quality"], deepn["quality"])
+            self.assertLess(deepn["bytes"], jpeg["bytes"])
+        # Quality 50 is the table itself: the file holds exactly it.
+        predictions = evaluate.Predictions.load(
+            os.path.join(workdir, "predictions.npz")
+        )
+        self.assertIn("paper_q50", predictions.names.tolist())
+        with open(os.path.join(workdir, "rate_accuracy.json")) as f:
+            self.assertEqual(json.load(f)["n_images"], 4)
+        self.assertTrue(
+            os.path.exists(os.path.join(workdir, "rate_accuracy.png"))
+        )
