@@ -1,1 +1,14 @@
-"""DeepN-JPEG (Liu et al. 2018): DNN-oriented JPEG quantization tables."""
+"""DeepN-JPEG (Liu et al. 2018): DNN-oriented JPEG quantization tables.
+
+Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
+"DeepN-JPEG: A Deep Neural Network Favorable JPEG-based Image Compression
+Framework." DAC 2018. https://arxiv.org/abs/1803.05788
+
+Modules: `statistics` (frequency component analysis), `tables` (PLM,
+standard tables, IJG scaling, table files), `codec` (JPEG files with custom
+tables), `design` (the table design job).
+"""
+
+from deepn_jpeg import codec, design, statistics, tables
+
+__all__ = ["codec", "design", "statistics", "tables"]

@@ -1,0 +1,511 @@
+"""Frequency component analysis (FCA) of DeepN-JPEG, Sec. 3.2.
+
+Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
+"DeepN-JPEG: A Deep Neural Network Favorable JPEG-based Image Compression
+Framework." DAC 2018. https://arxiv.org/abs/1803.05788
+
+The per-band standard deviation of the 8x8 block DCT coefficients of a set of
+training images, for luma (Y) and chroma (Cb and Cr pooled), as JPEG's
+encoder would see them:
+
+1. decode to RGB (`compression_helps.candidates.decode_image`: JPEG with
+   `dct_method="INTEGER_ACCURATE"`, as Pillow);
+2. JFIF YCbCr, full range (ITU-R BT.601 coefficients, as libjpeg's
+   `jccolor.c`), minus 128 (JPEG's level shift), in float64; unlike libjpeg
+   the samples are not rounded to integers;
+3. each plane cropped at the top-left corner to a multiple of 8 in both
+   dimensions (the partial blocks at the right and bottom edges, which
+   libjpeg pads by replicating edge pixels, are dropped);
+4. orthonormal 8x8 DCT-II along rows, then columns (`tf.signal.dct`,
+   `norm="ortho"`: the same scale as JPEG's FDCT), coefficient `[u, v]` with
+   `u` the vertical and `v` the horizontal frequency (natural order, as
+   quantization tables).
+
+Statistics are running sums (block count, sum and sum of squares per band in
+float64), so a data set of any size fits in memory and partial results from
+shards merge exactly (`BandStatistics.merge`).
+
+Not reproduced from the paper: which training images were analysed (we
+sample at most `per_class` images per label, seeded). By default chroma is
+analysed at full resolution, as the paper describes; `chroma_subsampling=
+"4:2:0"` instead analyses 2x2-averaged chroma planes, which is what a 4:2:0
+encoder quantizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from compression_helps import candidates
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CHROMA_SUBSAMPLINGS",
+    "COMPONENTS",
+    "DEFAULT_SHUFFLE_BUFFER",
+    "BandStatistics",
+    "block_dct",
+    "compute",
+    "image_sums",
+    "rgb_to_ycbcr",
+    "select_per_class",
+]
+
+BLOCK_SIZE = 8
+# Planes in the order of `BandStatistics.counts` etc.
+COMPONENTS = ("Y", "Cb", "Cr")
+CHROMA_SUBSAMPLINGS = ("4:4:4", "4:2:0")
+# Holds one ImageNet class (<= 1300 training images, ~150 MB of JPEG bytes)
+# when files arrive grouped by class, as from a folder.
+DEFAULT_SHUFFLE_BUFFER = 2048
+_JSON_FORMAT = "deepn_jpeg.BandStatistics/1"
+# JFIF (ITU-T T.871) RGB -> YCbCr rows, the coefficients of libjpeg.
+_RGB_TO_YCBCR = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.168735892, -0.331264108, 0.5],
+        [0.5, -0.418687589, -0.081312411],
+    ]
+)
+_LEVEL_SHIFT = 128.0
+# Which components each name of `BandStatistics.mean` etc. pools.
+_POOLS = {"luma": (0,), "chroma": (1, 2), "y": (0,), "cb": (1,), "cr": (2,)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BandStatistics:
+    """Running sums of 8x8 block DCT coefficients, per band and component.
+
+    Attributes:
+      num_images: images analysed.
+      counts: `[3]` int64, blocks per component (Y, Cb, Cr).
+      sums: `[3, 8, 8]` float64, sum of each band's coefficients.
+      sums_sq: `[3, 8, 8]` float64, sum of their squares.
+      chroma_subsampling: "4:4:4" (full-resolution chroma) or "4:2:0".
+    """
+
+    num_images: int
+    counts: np.ndarray
+    sums: np.ndarray
+    sums_sq: np.ndarray
+    chroma_subsampling: str = "4:4:4"
+
+    def __post_init__(self):
+        """Normalises dtypes and checks shapes."""
+        object.__setattr__(self, "counts", np.asarray(self.counts, np.int64))
+        object.__setattr__(self, "sums", np.asarray(self.sums, np.float64))
+        object.__setattr__(
+            self, "sums_sq", np.asarray(self.sums_sq, np.float64)
+        )
+        shape = (len(COMPONENTS), BLOCK_SIZE, BLOCK_SIZE)
+        if (
+            self.counts.shape != shape[:1]
+            or self.sums.shape != shape
+            or self.sums_sq.shape != shape
+        ):
+            raise ValueError(
+                f"expected counts [3] and sums [3, 8, 8], got "
+                f"{self.counts.shape}, {self.sums.shape}, "
+                f"{self.sums_sq.shape}"
+            )
+        _check_subsampling(self.chroma_subsampling)
+
+    @classmethod
+    def empty(cls, chroma_subsampling: str = "4:4:4") -> BandStatistics:
+        """Statistics of no images (the identity of `merge`).
+
+        Args:
+          chroma_subsampling: "4:4:4" or "4:2:0".
+
+        Returns:
+          All-zero statistics.
+        """
+        shape = (len(COMPONENTS), BLOCK_SIZE, BLOCK_SIZE)
+        return cls(
+            0,
+            np.zeros(len(COMPONENTS), np.int64),
+            np.zeros(shape),
+            np.zeros(shape),
+            chroma_subsampling,
+        )
+
+    def merge(self, other: BandStatistics) -> BandStatistics:
+        """Statistics of the union of both image sets.
+
+        Args:
+          other: statistics of other images, same chroma subsampling.
+
+        Returns:
+          The combined statistics (sums add).
+
+        Raises:
+          ValueError: the chroma subsamplings differ.
+        """
+        if other.chroma_subsampling != self.chroma_subsampling:
+            raise ValueError(
+                "cannot merge statistics with chroma subsampling "
+                f"{self.chroma_subsampling} and {other.chroma_subsampling}"
+            )
+        return BandStatistics(
+            self.num_images + other.num_images,
+            self.counts + other.counts,
+            self.sums + other.sums,
+            self.sums_sq + other.sums_sq,
+            self.chroma_subsampling,
+        )
+
+    def _pooled(self, component: str) -> tuple[int, np.ndarray, np.ndarray]:
+        planes = _planes(component)
+        count = int(self.counts[planes].sum())
+        if count == 0:
+            raise ValueError(f"no {component} blocks were analysed")
+        return (
+            count,
+            self.sums[planes].sum(axis=0),
+            self.sums_sq[planes].sum(axis=0),
+        )
+
+    def count(self, component: str = "luma") -> int:
+        """Number of 8x8 blocks of a component.
+
+        Args:
+          component: "luma" (= "y"), "chroma" (Cb and Cr pooled), "cb", "cr".
+
+        Returns:
+          The block count (for "chroma", Cb blocks plus Cr blocks).
+
+        Raises:
+          ValueError: unknown component.
+        """
+        return int(self.counts[_planes(component)].sum())
+
+    def mean(self, component: str = "luma") -> np.ndarray:
+        """Mean of each band's DCT coefficients.
+
+        Args:
+          component: "luma" (= "y"), "chroma" (Cb and Cr pooled), "cb", "cr".
+
+        Returns:
+          `[8, 8]` float64, natural order.
+
+        Raises:
+          ValueError: unknown component, or no blocks.
+        """
+        count, sums, _ = self._pooled(component)
+        return sums / count
+
+    def std(self, component: str = "luma") -> np.ndarray:
+        """Standard deviation (population, ddof=0) of each band, Sec. 3.2.
+
+        This is the delta that the PLM (`deepn_jpeg.tables.plm`) maps to a
+        quantization step.
+
+        Args:
+          component: "luma" (= "y"), "chroma" (Cb and Cr pooled), "cb", "cr".
+
+        Returns:
+          `[8, 8]` float64, natural order.
+
+        Raises:
+          ValueError: unknown component, or no blocks.
+        """
+        count, sums, sums_sq = self._pooled(component)
+        mean = sums / count
+        # float64 sums: cancellation is far below the 1e-4 we need.
+        return np.sqrt(np.maximum(sums_sq / count - mean**2, 0.0))
+
+    def to_json(self) -> str:
+        """The sums and a readable summary (count, mean, std) as JSON.
+
+        Returns:
+          A JSON document that `from_json` reads back exactly.
+        """
+        summary = {}
+        for name in ("luma", "chroma"):
+            if self.count(name):
+                summary[name] = {
+                    "count": self.count(name),
+                    "mean": self.mean(name).tolist(),
+                    "std": self.std(name).tolist(),
+                }
+        return json.dumps(
+            {
+                "format": _JSON_FORMAT,
+                "num_images": self.num_images,
+                "chroma_subsampling": self.chroma_subsampling,
+                "components": list(COMPONENTS),
+                "counts": self.counts.tolist(),
+                "sums": self.sums.tolist(),
+                "sums_sq": self.sums_sq.tolist(),
+                "summary": summary,
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BandStatistics:
+        """Reads what `to_json` wrote.
+
+        Args:
+          text: the JSON document.
+
+        Returns:
+          The statistics (the `summary` is recomputed, not read).
+
+        Raises:
+          ValueError: not a BandStatistics document.
+        """
+        data = json.loads(text)
+        if data.get("format") != _JSON_FORMAT:
+            raise ValueError(
+                f"not a {_JSON_FORMAT} document: format={data.get('format')}"
+            )
+        return cls(
+            int(data["num_images"]),
+            np.array(data["counts"], np.int64),
+            np.array(data["sums"], np.float64),
+            np.array(data["sums_sq"], np.float64),
+            data["chroma_subsampling"],
+        )
+
+    def save(self, path: str) -> None:
+        """Writes `to_json()` to `path` (atomically).
+
+        Args:
+          path: output file.
+        """
+        with open(path + ".tmp", "w") as f:
+            f.write(self.to_json())
+        os.replace(path + ".tmp", path)
+
+    @classmethod
+    def load(cls, path: str) -> BandStatistics:
+        """Reads a file written by `save`.
+
+        Args:
+          path: the JSON file.
+
+        Returns:
+          The statistics.
+        """
+        with open(path) as f:
+            return cls.from_json(f.read())
+
+
+def _planes(component: str) -> list[int]:
+    try:
+        return list(_POOLS[component.lower()])
+    except KeyError:
+        raise ValueError(
+            f"component must be one of {sorted(_POOLS)}, got {component!r}"
+        ) from None
+
+
+def _check_subsampling(chroma_subsampling: str) -> None:
+    if chroma_subsampling not in CHROMA_SUBSAMPLINGS:
+        raise ValueError(
+            f"chroma_subsampling must be one of {CHROMA_SUBSAMPLINGS}, got "
+            f"{chroma_subsampling!r}"
+        )
+
+
+def rgb_to_ycbcr(image_uint8: tf.Tensor) -> tf.Tensor:
+    """JFIF RGB -> YCbCr (full range), level-shifted by -128.
+
+    Args:
+      image_uint8: `[H, W, 3]` uint8 RGB.
+
+    Returns:
+      `[H, W, 3]` float64 Y-128, Cb-128, Cr-128 (not rounded).
+    """
+    rgb = tf.cast(image_uint8, tf.float64)
+    ycbcr = tf.tensordot(rgb, tf.constant(_RGB_TO_YCBCR.T), axes=1)
+    # Cb and Cr carry JFIF's +128 offset, Y does not: after the level shift
+    # Y is offset by -128 and the chroma planes are centred on 0.
+    return ycbcr - tf.constant([_LEVEL_SHIFT, 0.0, 0.0], tf.float64)
+
+
+def block_dct(plane: tf.Tensor) -> tf.Tensor:
+    """8x8 block DCT-II (orthonormal, JPEG's FDCT scale) of one plane.
+
+    Args:
+      plane: `[H, W]` float, level-shifted samples.
+
+    Returns:
+      `[N, 8, 8]` coefficients of the N = (H // 8) * (W // 8) whole blocks in
+      raster order (the plane is cropped at the top-left corner to a multiple
+      of 8), `[u, v]` = (vertical, horizontal) frequency.
+    """
+    height = tf.shape(plane)[0] // BLOCK_SIZE
+    width = tf.shape(plane)[1] // BLOCK_SIZE
+    plane = plane[: height * BLOCK_SIZE, : width * BLOCK_SIZE]
+    blocks = tf.reshape(plane, [height, BLOCK_SIZE, width, BLOCK_SIZE])
+    blocks = tf.reshape(
+        tf.transpose(blocks, [0, 2, 1, 3]), [-1, BLOCK_SIZE, BLOCK_SIZE]
+    )  # [N, 8 rows, 8 columns]
+    # TF's RFFT fails on an empty batch (images smaller than a block): add
+    # one zero block, removed below.
+    blocks = tf.pad(blocks, [[0, 1], [0, 0], [0, 0]])
+    # Along each row (last axis), then along each column.
+    coefficients = tf.signal.dct(blocks, type=2, norm="ortho")
+    coefficients = tf.signal.dct(
+        tf.linalg.matrix_transpose(coefficients), type=2, norm="ortho"
+    )
+    return tf.linalg.matrix_transpose(coefficients)[:-1]
+
+
+def image_sums(
+    image_uint8: tf.Tensor, chroma_subsampling: str = "4:4:4"
+) -> dict[str, tf.Tensor]:
+    """The running-sum terms of one image (FCA, Sec. 3.2).
+
+    Args:
+      image_uint8: `[H, W, 3]` uint8 RGB.
+      chroma_subsampling: "4:4:4", or "4:2:0" to average Cb and Cr over 2x2
+        pixels (of the image cropped to even size) before blocking.
+
+    Returns:
+      `{"num_images": int64 1, "counts": [3] int64, "sums": [3, 8, 8]
+      float64, "sums_sq": [3, 8, 8] float64}` for Y, Cb, Cr.
+    """
+    _check_subsampling(chroma_subsampling)
+    ycbcr = rgb_to_ycbcr(image_uint8)  # [H, W, 3] float64
+    planes = [ycbcr[..., 0], ycbcr[..., 1], ycbcr[..., 2]]
+    if chroma_subsampling == "4:2:0":
+        chroma = ycbcr[..., 1:]
+        even = 2 * (tf.shape(chroma)[:2] // 2)
+        chroma = chroma[None, : even[0], : even[1]]  # [1, H', W', 2]
+        chroma = tf.nn.avg_pool2d(chroma, 2, 2, "VALID")[0]
+        planes[1:] = [chroma[..., 0], chroma[..., 1]]
+    counts, sums, sums_sq = [], [], []
+    for plane in planes:
+        coefficients = block_dct(plane)  # [N, 8, 8] float64
+        counts.append(tf.shape(coefficients, out_type=tf.int64)[0])
+        sums.append(tf.reduce_sum(coefficients, axis=0))
+        sums_sq.append(tf.reduce_sum(tf.square(coefficients), axis=0))
+    return {
+        "num_images": tf.constant(1, tf.int64),
+        "counts": tf.stack(counts),
+        "sums": tf.stack(sums),
+        "sums_sq": tf.stack(sums_sq),
+    }
+
+
+def select_per_class(
+    dataset: tf.data.Dataset,
+    per_class: int,
+    seed: int = 0,
+    num_classes: int = 1000,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+) -> tf.data.Dataset:
+    """Stratified sample: at most `per_class` examples of each label.
+
+    A seeded shuffle (buffer `shuffle_buffer`, fixed across iterations), then
+    the first `per_class` examples of each label. Examples with label -1
+    (unknown) are all kept. The sample is uniform within a class when the
+    buffer holds the whole class (or the input is already shuffled); the
+    result is deterministic for a given seed and input order.
+
+    Args:
+      dataset: example dicts with an int32 "label".
+      per_class: maximum examples per label (>= 1).
+      seed: shuffle seed.
+      num_classes: labels are in `[0, num_classes)` (or -1).
+      shuffle_buffer: elements in the shuffle buffer; 1 for no shuffling.
+
+    Returns:
+      The selected examples.
+
+    Raises:
+      ValueError: per_class < 1.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=False
+        )
+
+    def step(seen, example):  # seen: [num_classes] int64 kept so far.
+        label = tf.cast(example["label"], tf.int32)
+        tf.debugging.assert_less(
+            label, num_classes, message="label >= num_classes"
+        )
+        labelled = label >= 0
+        index = tf.maximum(label, 0)[None]
+        keep = tf.logical_or(~labelled, seen[index[0]] < per_class)
+        seen = tf.tensor_scatter_nd_add(
+            seen, index[None], tf.cast(labelled & keep, tf.int64)[None]
+        )
+        return seen, (keep, example)
+
+    dataset = dataset.scan(tf.zeros([num_classes], tf.int64), step)
+    return dataset.filter(lambda keep, _: keep).map(lambda _, ex: ex)
+
+
+def compute(
+    dataset: tf.data.Dataset,
+    per_class: int | None = None,
+    seed: int = 0,
+    chroma_subsampling: str = "4:4:4",
+    num_classes: int = 1000,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    ignore_errors: bool = False,
+) -> BandStatistics:
+    """FCA of DeepN-JPEG, Sec. 3.2: DCT band statistics of a data set.
+
+    One streaming pass in tf.data: decode, YCbCr, 8x8 block DCT and per-image
+    sums in parallel `map`s, accumulated in float64 by `Dataset.reduce`.
+
+    Args:
+      dataset: dicts with "image_bytes" (scalar tf.string, an encoded image
+        file) and "label" (int32, -1 if unknown), as
+        `compression_helps.datasets` yields.
+      per_class: if set, analyse at most this many images per label
+        (`select_per_class`); None: every image.
+      seed: sampling seed.
+      chroma_subsampling: "4:4:4" (the paper) or "4:2:0".
+      num_classes: labels are in `[0, num_classes)` or -1.
+      shuffle_buffer: see `select_per_class`.
+      ignore_errors: skip images that fail to decode (logged) instead of
+        raising.
+
+    Returns:
+      The statistics.
+    """
+    _check_subsampling(chroma_subsampling)
+    if per_class is not None:
+        dataset = select_per_class(
+            dataset, per_class, seed, num_classes, shuffle_buffer
+        )
+
+    def per_image(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        image = candidates.decode_image(example["image_bytes"])
+        return image_sums(image, chroma_subsampling)
+
+    sums = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
+    if ignore_errors:
+        sums = sums.ignore_errors(log_warning=True)
+    empty = BandStatistics.empty(chroma_subsampling)
+    initial = {
+        "num_images": tf.constant(0, tf.int64),
+        "counts": tf.constant(empty.counts),
+        "sums": tf.constant(empty.sums),
+        "sums_sq": tf.constant(empty.sums_sq),
+    }
+    totals: dict[str, Any] = sums.reduce(
+        initial, lambda total, x: {k: total[k] + x[k] for k in total}
+    )
+    return BandStatistics(
+        int(totals["num_images"]),
+        totals["counts"].numpy(),
+        totals["sums"].numpy(),
+        totals["sums_sq"].numpy(),
+        chroma_subsampling,
+    )

@@ -1,0 +1,127 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from deepn_jpeg import codec, design, statistics, tables
+from tests import testing_utils
+
+
+def run_script(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.design_qtable", *flags],
+        cwd=testing_utils.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+
+
+class DesignTest(tf.test.TestCase):
+    def image_folder(self):
+        # <wnid>_<i>.JPEG files: classes 0, 0, 0, 2, 4.
+        folder = self.create_tempdir().full_path
+        testing_utils.write_image_folder(folder, [0, 0, 0, 2, 4])
+        return folder
+
+    def test_run_writes_statistics_tables_and_plot(self):
+        data = self.image_folder()
+        workdir = os.path.join(self.create_tempdir().full_path, "new")
+        config = design.Config(data=data, per_class=2, seed=0)
+        result = design.run(config, workdir)
+
+        self.assertEqual(result.statistics.num_images, 4)  # 2 + 1 + 1.
+        stats = statistics.BandStatistics.load(
+            os.path.join(workdir, design.STATISTICS_FILE)
+        )
+        self.assertAllEqual(stats.sums, result.statistics.sums)
+        self.assertEqual(set(result.qtables), set(tables.PLM_VARIANTS))
+        for variant, (luma, chroma) in result.qtables.items():
+            self.assertAllEqual(luma, tables.plm(stats.std("luma"), variant))
+            self.assertAllEqual(
+                chroma, tables.plm(stats.std("chroma"), variant)
+            )
+            got = tables.load_json(
+                design.qtables_path(workdir, variant, "json")
+            )
+            self.assertAllEqual(got[0], luma)
+            self.assertAllEqual(got[1], chroma)
+            with open(design.qtables_path(workdir, variant, "txt")) as f:
+                got = tables.read_cjpeg_qtables(f.read())
+            self.assertAllEqual(got[0], luma)
+            self.assertAllEqual(got[1], chroma)
+            # The tables make a valid file.
+            jpeg = codec.encode(testing_utils.random_image(), luma, chroma)
+            self.assertAllEqual(codec.read_qtables(jpeg)[0], luma)
+        self.assertIn("luma table, PLM monotone:", result.summary)
+        self.assertIn("JPEG chroma table, QF 50:", result.summary)
+        with open(os.path.join(workdir, design.CONFIG_FILE)) as f:
+            self.assertEqual(json.load(f)["per_class"], 2)
+        with open(os.path.join(workdir, design.PLOT_FILE), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_monotone_metadata_records_derived_c(self):
+        workdir = self.create_tempdir().full_path
+        config = design.Config(
+            data=self.image_folder(),
+            variants=("monotone",),
+            plm=tables.PlmParams(b=90.0),
+        )
+        result = design.run(config, workdir)
+        self.assertEqual(list(result.qtables), ["monotone"])
+        path = design.qtables_path(workdir, "monotone", "json")
+        with open(path) as f:
+            metadata = json.load(f)["metadata"]
+        self.assertEqual(metadata["plm"]["c"], 90.0 + 2 * 60.0)
+        self.assertFalse(
+            os.path.exists(design.qtables_path(workdir, "paper", "json"))
+        )
+
+    def test_unknown_variant(self):
+        config = design.Config(data="unused", variants=("zigzag",))
+        with self.assertRaisesRegex(ValueError, "variant"):
+            design.run(config, self.create_tempdir().full_path)
+
+    def test_script_smoke(self):
+        data = self.image_folder()
+        workdir = self.create_tempdir().full_path
+        result = run_script(
+            f"--data={data}",
+            f"--workdir={workdir}",
+            "--per_class=1",
+            "--variant=paper",
+            "--plm_q_min=7",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("3 images", result.stdout)
+        self.assertIn("luma table, PLM paper:", result.stdout)
+        luma, chroma = tables.load_json(
+            design.qtables_path(workdir, "paper", "json")
+        )
+        self.assertGreaterEqual(min(luma.min(), chroma.min()), 7)
+
+    def test_script_reports_a_missing_folder(self):
+        workdir = self.create_tempdir().full_path
+        result = run_script(
+            "--data=/nonexistent/images", f"--workdir={workdir}"
+        )
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("not a directory", result.stderr)
+
+
+class PlotTest(tf.test.TestCase):
+    def test_plot_with_one_variant(self):
+        stats = statistics.BandStatistics(
+            1,
+            [1, 1, 1],
+            np.zeros((3, 8, 8)),
+            np.tile(np.linspace(1, 1e4, 64).reshape(8, 8), (3, 1, 1)),
+        )
+        qtables = {"paper": design.design_tables(stats)}
+        path = os.path.join(self.create_tempdir().full_path, "p.png")
+        design.plot(path, stats, qtables, reference_quality=75)
+        self.assertGreater(os.path.getsize(path), 1000)

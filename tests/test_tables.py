@@ -1,0 +1,212 @@
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from PIL import Image
+
+from deepn_jpeg import codec, tables
+from tests import testing_utils
+
+EPS = 1e-6
+
+
+class PlmTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("zero", 0.0, 255),
+        ("first_segment", 10.0, 158),  # 157.5, halves round up.
+        ("just_below_t1", 20.0 - EPS, 60),
+        ("at_t1", 20.0, 60),  # a - k1*T1 = 60.
+        ("just_above_t1", 20.0 + EPS, 60),  # b - k2*T1 = 60: continuous.
+        ("second_segment", 40.0, 40),
+        ("just_below_t2", 60.0 - EPS, 20),
+        ("at_t2", 60.0, 20),
+        ("just_above_t2", 60.0 + EPS, 60),  # The jump: c - k3*T2 = 60.
+        ("third_segment", 70.0, 30),
+        ("just_above_q_min", 78.0, 6),
+        ("at_q_min", 235.0 / 3.0, 5),
+        ("below_q_min", 100.0, 5),
+        ("huge", 1e6, 5),
+    )
+    def test_paper_values(self, std, expected):
+        self.assertEqual(tables.plm(std), expected)
+
+    @parameterized.named_parameters(
+        ("zero", 0.0, 255),
+        ("at_t1", 20.0, 60),
+        ("at_t2", 60.0, 20),
+        ("just_above_t2", 60.0 + EPS, 20),  # No jump.
+        ("third_segment", 62.0, 14),  # 200 - 3 * 62.
+        ("at_q_min", 65.0, 5),
+        ("huge", 1e6, 5),
+    )
+    def test_monotone_values(self, std, expected):
+        self.assertEqual(tables.plm(std, "monotone"), expected)
+
+    def test_monotone_c_makes_t2_continuous(self):
+        self.assertEqual(tables.monotone_c(tables.PAPER_PARAMS), 200.0)
+
+    def test_paper_jumps_at_t2_and_monotone_never_increases(self):
+        std = np.linspace(0, 100, 100001)
+        paper = tables.plm(std)
+        monotone = tables.plm(std, "monotone")
+        self.assertGreater(np.diff(paper).max(), 30)
+        self.assertLessEqual(np.diff(monotone).max(), 0)
+        # They differ only on (T2, (c - Qmin) / k3].
+        differ = std[paper != monotone]
+        self.assertGreater(differ.min(), 60.0)
+        self.assertLessEqual(differ.max(), 235.0 / 3.0)
+
+    @parameterized.named_parameters(
+        ("scalar", ()), ("table", (8, 8)), ("batch", (2, 8, 8))
+    )
+    def test_integer_in_range_and_shape_preserved(self, shape):
+        rng = np.random.default_rng(0)
+        std = rng.exponential(30.0, shape)
+        for variant in tables.PLM_VARIANTS:
+            q = tables.plm(std, variant)
+            self.assertEqual(q.shape, shape)
+            self.assertEqual(q.dtype, np.int32)
+            self.assertAllInRange(q, 1, 255)
+
+    def test_clipping(self):
+        # a above 255 clips to 255; q_min below 1 clips to 1.
+        self.assertEqual(tables.plm(0.0, a=400.0), 255)
+        self.assertEqual(tables.plm(1e6, q_min=-10.0), 1)
+        self.assertEqual(tables.plm(1e6, q_min=0.4), 1)
+
+    def test_every_parameter_overridable(self):
+        self.assertEqual(tables.plm(0.0, a=100.0), 100)
+        self.assertEqual(tables.plm(30.0, b=90.0), 60)
+        self.assertEqual(tables.plm(70.0, c=250.0), 40)
+        self.assertEqual(tables.plm(15.0, t1=10.0), 65)
+        self.assertEqual(tables.plm(50.0, t2=40.0), 90)
+        self.assertEqual(tables.plm(10.0, k1=1.0), 245)
+        self.assertEqual(tables.plm(30.0, k2=2.0), 20)
+        self.assertEqual(tables.plm(70.0, k3=2.0), 100)
+        self.assertEqual(tables.plm(1e6, q_min=9.0), 9)
+        # Monotone follows b, k2, k3 and t2.
+        self.assertEqual(
+            tables.plm(61.0, "monotone", b=90.0, t2=60.0, k3=4.0), 26
+        )
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "variant"):
+            tables.plm(1.0, "jagged")
+        with self.assertRaisesRegex(ValueError, "unknown"):
+            tables.plm(1.0, T1=3.0)
+        with self.assertRaisesRegex(ValueError, "derives c"):
+            tables.plm(1.0, "monotone", c=200.0)
+        with self.assertRaisesRegex(ValueError, "non-negative"):
+            tables.plm([-1.0])
+        with self.assertRaisesRegex(ValueError, "non-negative"):
+            tables.plm([np.nan])
+        with self.assertRaisesRegex(ValueError, "t1 <= t2"):
+            tables.plm(1.0, t1=70.0)
+
+
+class ScalingTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("q0_clamped", 0, 5000),
+        ("q1", 1, 5000),
+        ("q10", 10, 500),
+        ("q49", 49, 102),
+        ("q50", 50, 100),
+        ("q75", 75, 50),
+        ("q100", 100, 0),
+        ("q101_clamped", 101, 0),
+    )
+    def test_ijg_scale_factor(self, quality, expected):
+        self.assertEqual(tables.ijg_scale_factor(quality), expected)
+
+    def test_scaling(self):
+        table = np.arange(1, 65).reshape(8, 8) * 4 - 3  # 1..253
+        self.assertAllEqual(tables.scale_qtable(table, 50), table)
+        self.assertAllEqual(tables.scale_qtable(table, 100), np.ones((8, 8)))
+        # (t * 500 + 50) // 100 = 5t (integer), clipped to 255.
+        self.assertAllEqual(
+            tables.scale_qtable(table, 10), np.minimum(table * 5, 255)
+        )
+        # q=75: (t * 50 + 50) // 100, at least 1.
+        self.assertAllEqual(
+            tables.scale_qtable(table, 75),
+            np.maximum((table * 50 + 50) // 100, 1),
+        )
+
+    @parameterized.parameters(1, 5, 10, 25, 49, 50, 51, 75, 90, 95, 99, 100)
+    def test_standard_tables_equal_what_pillow_writes(self, quality):
+        buffer = io.BytesIO()
+        Image.fromarray(testing_utils.random_image()).save(
+            buffer, "JPEG", quality=quality
+        )
+        luma, chroma = tables.standard_qtables(quality)
+        with Image.open(io.BytesIO(buffer.getvalue())) as image:
+            # Pillow reports tables in natural (row-major) order.
+            written = image.quantization
+        self.assertAllEqual(np.reshape(written[0], (8, 8)), luma)
+        self.assertAllEqual(np.reshape(written[1], (8, 8)), chroma)
+        # Natural, not zigzag: the same as the DQT segments say.
+        dqt = codec.read_qtables(buffer.getvalue())
+        self.assertAllEqual(dqt[0], luma)
+        self.assertAllEqual(dqt[1], chroma)
+
+    @parameterized.parameters(10, 50, 95)
+    def test_standard_tables_equal_what_tf_writes(self, quality):
+        jpeg = tf.io.encode_jpeg(testing_utils.random_image(), quality=quality)
+        dqt = codec.read_qtables(jpeg.numpy())
+        luma, chroma = tables.standard_qtables(quality)
+        self.assertAllEqual(dqt[0], luma)
+        self.assertAllEqual(dqt[1], chroma)
+
+    def test_validate_rejects_bad_tables(self):
+        for bad in (np.zeros((8, 8)), np.full((8, 8), 256), np.ones(63)):
+            with self.assertRaises(ValueError):
+                tables.validate_qtable(bad)
+        with self.assertRaisesRegex(ValueError, "integers"):
+            tables.validate_qtable(np.full((8, 8), 1.5))
+
+
+class TableFilesTest(tf.test.TestCase):
+    def tables(self):
+        luma = tables.plm(np.linspace(0, 100, 64).reshape(8, 8))
+        return luma, tables.STANDARD_CHROMA_QTABLE
+
+    def test_json_round_trip(self):
+        luma, chroma = self.tables()
+        path = os.path.join(self.create_tempdir().full_path, "t.json")
+        tables.save_json(path, luma, chroma, {"variant": "paper"})
+        got_luma, got_chroma = tables.load_json(path)
+        self.assertAllEqual(got_luma, luma)
+        self.assertAllEqual(got_chroma, chroma)
+
+    def test_cjpeg_qtables_round_trip(self):
+        luma, chroma = self.tables()
+        path = os.path.join(self.create_tempdir().full_path, "t.txt")
+        tables.write_cjpeg_qtables(path, [luma, chroma], "two\nlines")
+        with open(path) as f:
+            text = f.read()
+        self.assertStartsWith(text, "# two\n# lines\n")
+        # 8 rows of 8 numbers, natural order: the first row is the first 8.
+        rows = [line for line in text.splitlines() if not line.startswith("#")]
+        self.assertLen(rows, 16)
+        self.assertEqual([int(x) for x in rows[0].split()], list(luma[0]))
+        got = tables.read_cjpeg_qtables(text)
+        self.assertLen(got, 2)
+        self.assertAllEqual(got[0], luma)
+        self.assertAllEqual(got[1], chroma)
+
+    def test_read_cjpeg_qtables_free_format(self):
+        # libjpeg's format: any whitespace, comments to end of line.
+        values = list(range(1, 65))
+        text = "# c\n" + " ".join(map(str, values[:10])) + "  # x\n"
+        text += "\t".join(map(str, values[10:])) + "\n"
+        (table,) = tables.read_cjpeg_qtables(text)
+        self.assertAllEqual(table.ravel(), values)
+        with self.assertRaisesRegex(ValueError, "64 numbers"):
+            tables.read_cjpeg_qtables("1 2 3")
+
+    def test_format_qtable(self):
+        text = tables.format_qtable(tables.STANDARD_LUMA_QTABLE)
+        self.assertLen(text.splitlines(), 8)
+        self.assertEqual(text.splitlines()[0].split()[:3], ["16", "11", "10"])
