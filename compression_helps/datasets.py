@@ -21,8 +21,9 @@ import functools
 import importlib.resources
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -123,17 +124,43 @@ class Source:
       num_examples: the number of examples, None if unknown.
       description: where the examples come from, for messages.
       root: the folder that example ids are relative to, if any.
+      known_labels: `[N]` labels when known without reading the images.
+      read_indices: `(indices) -> tf.data.Dataset` reading only those
+        examples, where the source can; else `select` filters a range.
     """
 
     read: Callable[[int, int | None], tf.data.Dataset]
     num_examples: int | None
     description: str
     root: str | None = None
+    known_labels: np.ndarray | None = None
+    read_indices: Callable[[np.ndarray], tf.data.Dataset] | None = None
 
     @property
     def dataset(self) -> tf.data.Dataset:
         """All examples."""
         return self.read(0, None)
+
+    def labels(self) -> np.ndarray:
+        """`[N]` int32 labels, in index order (one pass if not known)."""
+        if self.known_labels is not None:
+            return self.known_labels
+        labels = self.dataset.map(lambda e: e["label"])
+        return np.fromiter(labels.as_numpy_iterator(), np.int32)
+
+    def select(self, indices: Sequence[int]) -> tf.data.Dataset:
+        """The examples with the given indices, in increasing index order."""
+        indices = np.unique(np.asarray(indices, np.int64))
+        if self.read_indices is not None:
+            return self.read_indices(indices)
+        if not len(indices):
+            return self.read(0, 0)
+        # Read only the covering range; keep the wanted indices.
+        wanted = tf.constant(indices)
+        dataset = self.read(int(indices[0]), int(indices[-1]) + 1)
+        return dataset.filter(
+            lambda e: tf.reduce_any(tf.equal(wanted, e["index"]))
+        )
 
     def path_of(self, example_id: str) -> str:
         """Where an example comes from: its file, or source and id."""
@@ -146,31 +173,38 @@ def _from_folder(folder: str, limit: int | None) -> Source:
     examples = folder_examples(folder)[:limit]
     if not examples:
         raise FileNotFoundError(f"{folder}: no image files found")
-    paths = [path for path, _ in examples]
-    labels = [label for _, label in examples]
-    ids = [os.path.relpath(path, folder) for path in paths]
+    paths = np.array([path for path, _ in examples])
+    labels = np.array([label for _, label in examples], np.int32)
+    ids = np.array([os.path.relpath(path, folder) for path in paths])
 
-    def read(start: int, stop: int | None) -> tf.data.Dataset:
-        stop = len(paths) if stop is None else stop
+    def read_indices(indices: np.ndarray) -> tf.data.Dataset:
+        indices = np.asarray(indices, np.int64)
         dataset = tf.data.Dataset.from_tensor_slices(
-            (
-                tf.range(start, stop, dtype=tf.int64),
-                ids[start:stop],
-                paths[start:stop],
-                labels[start:stop],
-            )
+            (indices, ids[indices], paths[indices], labels[indices])
         )
         return dataset.map(
             lambda index, id_, path, label: {
                 "index": index,
                 "id": id_,
                 "image_bytes": tf.io.read_file(path),
-                "label": tf.cast(label, tf.int32),
+                "label": label,
             },
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
-    return Source(read, len(paths), f"folder {folder}", root=folder)
+    def read(start: int, stop: int | None) -> tf.data.Dataset:
+        return read_indices(
+            np.arange(start, len(paths) if stop is None else stop)
+        )
+
+    return Source(
+        read,
+        len(paths),
+        f"folder {folder}",
+        root=folder,
+        known_labels=labels,
+        read_indices=read_indices,
+    )
 
 
 def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:

@@ -22,7 +22,8 @@ import shutil
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "TOP_K",
     "Predictions",
     "SkippedImage",
+    "diagnose",
     "predict",
     "write_npz",
 ]
@@ -187,10 +189,26 @@ def _first_line(error: Exception) -> str:
     return line.split(" [Op:")[0].strip()
 
 
-def _why_skipped(
-    source: datasets.Source, index: int, example_fn
-) -> SkippedImage:
-    """Re-runs one dropped example eagerly to find and record the reason."""
+def diagnose(
+    source: datasets.Source,
+    index: int,
+    work: Callable[[dict[str, tf.Tensor]], Any],
+    require_label: bool = True,
+) -> SkippedImage | None:
+    """Re-runs one example's work eagerly; why it fails, or None if it works.
+
+    Pipelines drop failing examples (`Dataset.ignore_errors`) to keep going;
+    this finds the reason for each one they dropped.
+
+    Args:
+      source: the examples.
+      index: the example's index in `source`.
+      work: the per-example function of the pipeline; raises on bad input.
+      require_label: an unknown label (-1) is a reason to skip.
+
+    Returns:
+      The skip record, or None when the example does not fail.
+    """
     try:
         example = next(iter(source.read(index, index + 1)))
     except (tf.errors.OpError, StopIteration) as e:
@@ -199,16 +217,22 @@ def _why_skipped(
         return SkippedImage(name, source.path_of(name), reason)
     image_id = example["id"].numpy().decode()
     path = source.path_of(image_id)
-    if int(example["label"]) < 0:
+    if require_label and int(example["label"]) < 0:
         reason = "no ImageNet label: the file name has no known wnid"
         return SkippedImage(image_id, path, reason)
     if len(example["image_bytes"].numpy()) == 0:
         return SkippedImage(image_id, path, "empty file: 0 bytes")
     try:
-        example_fn(example)
+        work(example)
     except tf.errors.OpError as e:
         return SkippedImage(image_id, path, f"cannot decode: {_first_line(e)}")
-    return SkippedImage(image_id, path, "cannot decode: failed in tf.data")
+    return None
+
+
+def _unexplained(source: datasets.Source, index: int) -> SkippedImage:
+    # Dropped in tf.data but fine when re-run alone (e.g. out of memory).
+    name = f"#{index}"
+    return SkippedImage(name, source.path_of(name), "failed: in tf.data only")
 
 
 def _shard_path(workdir: str, start: int) -> str:
@@ -279,7 +303,7 @@ def predict(
         return candidates.make_candidates(example, classifier.resize, codecs)
 
     def shard_batches(start: int, stop: int) -> tf.data.Dataset:
-        # Unlabelled images are dropped here and recorded by `_why_skipped`.
+        # Unlabelled images are dropped here and recorded by `diagnose`.
         examples = source.read(start, stop).filter(lambda e: e["label"] >= 0)
         return candidates.candidate_batches(
             examples,
@@ -305,7 +329,8 @@ def predict(
             done = set() if part is None else set(part.pop("index").tolist())
             missing = sorted(set(range(start, stop)) - done)
             shard_skipped = [
-                _why_skipped(source, i, example_fn) for i in missing
+                diagnose(source, i, example_fn) or _unexplained(source, i)
+                for i in missing
             ]
             part = None if part is None else Predictions(**part)
             if path:

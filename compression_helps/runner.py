@@ -10,10 +10,9 @@ import json
 import os
 
 from compression_helps import candidates, datasets, evaluate, models, report
+from compression_helps import workdir as workdir_lib
 
-__all__ = ["ERRORS_FILE", "Config", "rebuild_report", "run"]
-
-ERRORS_FILE = "errors.jsonl"
+__all__ = ["Config", "rebuild_report", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,38 +46,6 @@ class Config:
     data_service: str | None = None
 
 
-def _prepare_workdir(workdir: str) -> None:
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(
-            f"{workdir}: cannot create the workdir ({e.strerror})"
-        ) from None
-    if not os.access(workdir, os.W_OK):
-        raise PermissionError(f"{workdir}: workdir is not writable")
-
-
-def _check_resumable(config_path: str, resolved: Config) -> None:
-    if not os.path.exists(config_path):
-        return
-    with open(config_path) as f:
-        previous = json.load(f)
-    current = json.loads(json.dumps(dataclasses.asdict(resolved)))
-    if previous != current:
-        changed = sorted(k for k in current if previous.get(k) != current[k])
-        raise ValueError(
-            f"{config_path}: cannot resume a run with other settings "
-            f"({', '.join(changed)}); use a new --workdir or drop --resume"
-        )
-
-
-def _write_errors(path: str, skipped: list[evaluate.SkippedImage]) -> None:
-    with open(path + ".tmp", "w") as f:
-        for image in skipped:
-            f.write(json.dumps(dataclasses.asdict(image)) + "\n")
-    os.replace(path + ".tmp", path)
-
-
 def run(
     config: Config, workdir: str, resume: bool = False, verbose: bool = True
 ) -> dict:
@@ -97,7 +64,7 @@ def run(
       The report dict (see `report.write_report`).
     """
     qualities = candidates.validate_qualities(config.qualities)
-    _prepare_workdir(workdir)
+    workdir_lib.prepare(workdir)
     classifier = models.load_classifier(
         config.model, config.weights, config.image_size
     )
@@ -106,11 +73,7 @@ def run(
     resolved = dataclasses.replace(
         config, data=data, qualities=qualities, image_size=classifier.image_size
     )
-    config_path = os.path.join(workdir, "config.json")
-    if resume:
-        _check_resumable(config_path, resolved)
-    with open(config_path, "w") as f:
-        json.dump(dataclasses.asdict(resolved), f, indent=2)
+    workdir_lib.write_config(workdir, resolved, resume)
     predictions, skipped = evaluate.predict(
         classifier,
         source,
@@ -123,7 +86,7 @@ def run(
         verbose=verbose,
     )
     predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))
-    _write_errors(os.path.join(workdir, ERRORS_FILE), skipped)
+    workdir_lib.write_errors(workdir, skipped)
     return _report(predictions, workdir, classifier.name, verbose)
 
 
@@ -152,13 +115,8 @@ def rebuild_report(workdir: str, verbose: bool = True) -> dict:
 def _report(
     predictions: evaluate.Predictions, workdir: str, model: str, verbose: bool
 ) -> dict:
-    errors_by_reason: dict[str, int] = {}
-    errors_path = os.path.join(workdir, ERRORS_FILE)
-    if os.path.exists(errors_path):
-        with open(errors_path) as f:
-            for line in f:
-                kind = evaluate.SkippedImage(**json.loads(line)).kind
-                errors_by_reason[kind] = errors_by_reason.get(kind, 0) + 1
+    errors_by_reason = workdir_lib.count_errors(workdir)
+    errors_path = os.path.join(workdir, workdir_lib.ERRORS_FILE)
     result = report.write_report(predictions, workdir, model, errors_by_reason)
     if verbose:
         skipped = ", ".join(f"{n} {k}" for k, n in errors_by_reason.items())

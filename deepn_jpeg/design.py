@@ -16,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
+import keras
 import numpy as np
 
-from compression_helps import datasets
+from compression_helps import candidates, datasets, evaluate
+from compression_helps import workdir as workdir_lib
 from deepn_jpeg import statistics, tables
 
 __all__ = [
@@ -37,7 +40,7 @@ __all__ = [
     "summary_text",
 ]
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = workdir_lib.CONFIG_FILE
 STATISTICS_FILE = "statistics.json"
 SUMMARY_FILE = "summary.txt"
 PLOT_FILE = "design.png"
@@ -56,8 +59,8 @@ class Config:
       plm: PLM parameters (the "monotone" variant derives its own c).
       seed: sampling seed.
       chroma_subsampling: chroma resolution analysed, "4:4:4" or "4:2:0".
-      shuffle_buffer: shuffle buffer of the per-class sampling.
       reference_quality: QF of the standard JPEG tables shown for comparison.
+      shard_size: images per partial-statistics shard (the unit of resuming).
     """
 
     data: str
@@ -67,8 +70,8 @@ class Config:
     plm: tables.PlmParams = tables.PAPER_PARAMS
     seed: int = 0
     chroma_subsampling: str = "4:4:4"
-    shuffle_buffer: int = statistics.DEFAULT_SHUFFLE_BUFFER
     reference_quality: int = 50
+    shard_size: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,16 +229,59 @@ def plot(
     figure.savefig(path, dpi=100)
 
 
-def run(config: Config, workdir: str) -> Result:
+def _shard_statistics(
+    source: datasets.Source, indices: np.ndarray, chroma_subsampling: str
+) -> tuple[statistics.BandStatistics, list[evaluate.SkippedImage]]:
+    """Statistics of some images; bad images are skipped and recorded."""
+    stats = statistics.compute(
+        source.select(indices), chroma_subsampling, ignore_errors=True
+    )
+    skipped = []
+    if stats.num_images < len(indices):
+
+        def work(example):
+            image = candidates.decode_image(example["image_bytes"])
+            return statistics.image_sums(image, chroma_subsampling)
+
+        for index in indices:
+            record = evaluate.diagnose(source, int(index), work, False)
+            if record is not None:
+                skipped.append(record)
+    return stats, skipped
+
+
+def _write_shard(path: str, stats, skipped) -> None:
+    text = json.dumps(
+        {
+            "statistics": json.loads(stats.to_json()),
+            "skipped": [dataclasses.asdict(s) for s in skipped],
+        }
+    )
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _read_shard(path: str):
+    with open(path) as f:
+        data = json.load(f)
+    stats = statistics.BandStatistics.from_json(json.dumps(data["statistics"]))
+    return stats, [evaluate.SkippedImage(**s) for s in data["skipped"]]
+
+
+def run(config: Config, workdir: str, resume: bool = False) -> Result:
     """Computes statistics and tables; writes them to `workdir`.
 
     Writes `config.json`, `statistics.json`, `qtables_<variant>.json` and
-    `.txt` (`cjpeg -qtables`) for each variant, `summary.txt` and
-    `design.png`.
+    `.txt` (`cjpeg -qtables`) for each variant, `summary.txt`, `design.png`
+    and `errors.jsonl` (images that could not be decoded, skipped). Partial
+    statistics of each shard of images are kept in `<workdir>/shards/`;
+    `resume` reuses them after an interruption.
 
     Args:
       config: what to compute.
       workdir: output directory (created).
+      resume: continue an interrupted run in `workdir` (same config).
 
     Returns:
       The statistics, tables and summary text.
@@ -248,18 +294,36 @@ def run(config: Config, workdir: str) -> Result:
             raise ValueError(
                 f"variant must be in {tables.PLM_VARIANTS}, got {variant!r}"
             )
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1)
-
+    workdir_lib.prepare(workdir)
+    workdir_lib.write_config(workdir, config, resume)
     source = datasets.load(config.data, limit=config.limit)
-    stats = statistics.compute(
-        source.dataset,
-        per_class=config.per_class,
-        seed=config.seed,
-        chroma_subsampling=config.chroma_subsampling,
-        shuffle_buffer=config.shuffle_buffer,
+    labels = source.labels()
+    chosen = (
+        statistics.select_per_class(labels, config.per_class, config.seed)
+        if config.per_class
+        else np.arange(len(labels))
     )
+    shard_dir = os.path.join(workdir, "shards")
+    if not resume:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    os.makedirs(shard_dir, exist_ok=True)
+    stats = statistics.BandStatistics.empty(config.chroma_subsampling)
+    skipped = []
+    progress = keras.utils.Progbar(len(chosen), unit_name="image")
+    for start in range(0, len(chosen), config.shard_size):
+        indices = chosen[start : start + config.shard_size]
+        path = os.path.join(shard_dir, f"statistics-{start:09d}.json")
+        if os.path.exists(path):
+            part, part_skipped = _read_shard(path)
+        else:
+            part, part_skipped = _shard_statistics(
+                source, indices, config.chroma_subsampling
+            )
+            _write_shard(path, part, part_skipped)
+        stats = stats.merge(part)
+        skipped.extend(part_skipped)
+        progress.add(len(indices))
+    workdir_lib.write_errors(workdir, skipped)
     if not stats.count("luma") or not stats.count("chroma"):
         raise ValueError(f"{config.data}: no image has a whole 8x8 block")
     stats.save(os.path.join(workdir, STATISTICS_FILE))
@@ -290,6 +354,11 @@ def run(config: Config, workdir: str) -> Result:
             ),
         )
     summary = summary_text(stats, qtables, config.reference_quality)
+    if skipped:
+        summary += (
+            f"\n\n{len(skipped)} images skipped (see "
+            f"{os.path.join(workdir, workdir_lib.ERRORS_FILE)})"
+        )
     with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
         f.write(summary + "\n")
     plot(

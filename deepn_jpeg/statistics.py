@@ -48,7 +48,6 @@ __all__ = [
     "BLOCK_SIZE",
     "CHROMA_SUBSAMPLINGS",
     "COMPONENTS",
-    "DEFAULT_SHUFFLE_BUFFER",
     "BandStatistics",
     "block_dct",
     "compute",
@@ -63,7 +62,6 @@ COMPONENTS = ("Y", "Cb", "Cr")
 CHROMA_SUBSAMPLINGS = ("4:4:4", "4:2:0")
 # Holds one ImageNet class (<= 1300 training images, ~150 MB of JPEG bytes)
 # when files arrive grouped by class, as from a folder.
-DEFAULT_SHUFFLE_BUFFER = 2048
 _JSON_FORMAT = "deepn_jpeg.BandStatistics/1"
 # JFIF (ITU-T T.871) RGB -> YCbCr rows, the coefficients of libjpeg.
 _RGB_TO_YCBCR = np.array(
@@ -398,64 +396,41 @@ def image_sums(
 
 
 def select_per_class(
-    dataset: tf.data.Dataset,
-    per_class: int,
-    seed: int = 0,
-    num_classes: int = 1000,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-) -> tf.data.Dataset:
-    """Stratified sample: at most `per_class` examples of each label.
+    labels: np.ndarray, per_class: int, seed: int = 0
+) -> np.ndarray:
+    """Stratified sample: at most `per_class` images of each label.
 
-    A seeded shuffle (buffer `shuffle_buffer`, fixed across iterations), then
-    the first `per_class` examples of each label. Examples with label -1
-    (unknown) are all kept. The sample is uniform within a class when the
-    buffer holds the whole class (or the input is already shuffled); the
-    result is deterministic for a given seed and input order.
+    Uniform without replacement within each class, seeded; every unlabelled
+    image (label -1) is kept. Works on labels alone, so no image is read to
+    choose.
 
     Args:
-      dataset: example dicts with an int32 "label".
-      per_class: maximum examples per label (>= 1).
-      seed: shuffle seed.
-      num_classes: labels are in `[0, num_classes)` (or -1).
-      shuffle_buffer: elements in the shuffle buffer; 1 for no shuffling.
+      labels: `[N]` int labels, -1 for unknown.
+      per_class: maximum images per label (>= 1).
+      seed: sampling seed.
 
     Returns:
-      The selected examples.
+      The chosen indices, sorted.
 
     Raises:
       ValueError: per_class < 1.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    if shuffle_buffer > 1:
-        dataset = dataset.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=False
-        )
-
-    def step(seen, example):  # seen: [num_classes] int64 kept so far.
-        label = tf.cast(example["label"], tf.int32)
-        tf.debugging.assert_less(
-            label, num_classes, message="label >= num_classes"
-        )
-        labelled = label >= 0
-        index = tf.maximum(label, 0)[None]
-        keep = tf.logical_or(~labelled, seen[index[0]] < per_class)
-        seen = tf.tensor_scatter_nd_add(
-            seen, index[None], tf.cast(labelled & keep, tf.int64)[None]
-        )
-        return seen, (keep, example)
-
-    dataset = dataset.scan(tf.zeros([num_classes], tf.int64), step)
-    return dataset.filter(lambda keep, _: keep).map(lambda _, ex: ex)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = [np.flatnonzero(labels < 0)]
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        if len(members) > per_class:
+            members = rng.choice(members, per_class, replace=False)
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def compute(
     dataset: tf.data.Dataset,
-    per_class: int | None = None,
-    seed: int = 0,
     chroma_subsampling: str = "4:4:4",
-    num_classes: int = 1000,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     ignore_errors: bool = False,
 ) -> BandStatistics:
     """FCA of DeepN-JPEG, Sec. 3.2: DCT band statistics of a data set.
@@ -467,23 +442,14 @@ def compute(
       dataset: dicts with "image_bytes" (scalar tf.string, an encoded image
         file) and "label" (int32, -1 if unknown), as
         `compression_helps.datasets` yields.
-      per_class: if set, analyse at most this many images per label
-        (`select_per_class`); None: every image.
-      seed: sampling seed.
       chroma_subsampling: "4:4:4" (the paper) or "4:2:0".
-      num_classes: labels are in `[0, num_classes)` or -1.
-      shuffle_buffer: see `select_per_class`.
-      ignore_errors: skip images that fail to decode (logged) instead of
-        raising.
+      ignore_errors: skip images that fail to decode instead of raising
+        (`num_images` then counts only the analysed ones).
 
     Returns:
       The statistics.
     """
     _check_subsampling(chroma_subsampling)
-    if per_class is not None:
-        dataset = select_per_class(
-            dataset, per_class, seed, num_classes, shuffle_buffer
-        )
 
     def per_image(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         image = candidates.decode_image(example["image_bytes"])
@@ -491,7 +457,7 @@ def compute(
 
     sums = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
     if ignore_errors:
-        sums = sums.ignore_errors(log_warning=True)
+        sums = sums.ignore_errors()
     empty = BandStatistics.empty(chroma_subsampling)
     initial = {
         "num_images": tf.constant(0, tf.int64),

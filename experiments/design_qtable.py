@@ -45,10 +45,11 @@ _CHROMA_SUBSAMPLING = flags.DEFINE_enum(
     list(statistics.CHROMA_SUBSAMPLINGS),
     "Chroma resolution analysed (the paper: 4:4:4).",
 )
-_SHUFFLE_BUFFER = flags.DEFINE_integer(
-    "shuffle_buffer",
-    _DEFAULTS.shuffle_buffer,
-    "Shuffle buffer of the per-class sampling (>= the largest class).",
+_SHARD_SIZE = flags.DEFINE_integer(
+    "shard_size", _DEFAULTS.shard_size, "Images per statistics shard."
+)
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Continue an interrupted run in --workdir."
 )
 _REFERENCE_QUALITY = flags.DEFINE_integer(
     "reference_quality",
@@ -83,11 +84,11 @@ def main(argv: Sequence[str]) -> None:
         plm=tables.PlmParams(**{name: f.value for name, f in _PLM.items()}),
         seed=_SEED.value,
         chroma_subsampling=_CHROMA_SUBSAMPLING.value,
-        shuffle_buffer=_SHUFFLE_BUFFER.value,
         reference_quality=_REFERENCE_QUALITY.value,
+        shard_size=_SHARD_SIZE.value,
     )
     try:
-        result = design.run(config, _WORKDIR.value)
+        result = design.run(config, _WORKDIR.value, resume=_RESUME.value)
     except (ValueError, OSError) as e:  # Usage and data errors: one line.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -125,3 +126,60 @@ class PlotTest(tf.test.TestCase):
         path = os.path.join(self.create_tempdir().full_path, "p.png")
         design.plot(path, stats, qtables, reference_quality=75)
         self.assertGreater(os.path.getsize(path), 1000)
+
+
+class DesignReliabilityTest(tf.test.TestCase):
+    def test_bad_images_are_skipped_and_recorded(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, [0, 2, 4])
+        for name, content in [
+            ("n01440764_empty.JPEG", b""),
+            ("n01440764_junk.JPEG", b"junk"),
+        ]:
+            with open(os.path.join(data, name), "wb") as f:
+                f.write(content)
+        workdir = self.create_tempdir().full_path
+        result = design.run(design.Config(data=data, per_class=None), workdir)
+        self.assertEqual(result.statistics.num_images, 3)
+        with open(os.path.join(workdir, "errors.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        self.assertEqual(
+            sorted(
+                (os.path.basename(r["path"]), r["reason"].split(":")[0])
+                for r in records
+            ),
+            [
+                ("n01440764_empty.JPEG", "empty file"),
+                ("n01440764_junk.JPEG", "cannot decode"),
+            ],
+        )
+        self.assertIn("2 images skipped", result.summary)
+
+    def test_resume_reuses_finished_shards_and_matches(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, list(range(7)))
+        config = design.Config(data=data, per_class=None, shard_size=2)
+        whole = self.create_tempdir().full_path
+        expected = design.run(config, whole)
+
+        resumed = self.create_tempdir().full_path
+        design.run(config, resumed)
+        shards = os.path.join(resumed, "shards")
+        names = sorted(os.listdir(shards))
+        self.assertLen(names, 4)
+        # As if killed after two shards: the others are missing.
+        for name in names[2:]:
+            os.remove(os.path.join(shards, name))
+        kept = os.path.join(shards, names[0])
+        mtime = os.stat(kept).st_mtime_ns
+        result = design.run(config, resumed, resume=True)
+        self.assertEqual(os.stat(kept).st_mtime_ns, mtime)
+        self.assertAllEqual(result.statistics.sums, expected.statistics.sums)
+        for variant in expected.qtables:
+            self.assertAllEqual(
+                result.qtables[variant][0], expected.qtables[variant][0]
+            )
+        with self.assertRaisesRegex(ValueError, "cannot resume"):
+            design.run(
+                dataclasses.replace(config, seed=1), resumed, resume=True
+            )

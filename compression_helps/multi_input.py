@@ -1,0 +1,532 @@
+"""The multi-input model of Yang et al. 2021, its data and its export.
+
+En-Hui Yang, Hossam Amer, Yanbing Jiang. "Compression Helps Deep Learning in
+Image Classification". Entropy 23(7):881, 2021.
+https://doi.org/10.3390/e23070881
+
+SPEC.md ("Multi-input model"): the original and its JPEG versions at every
+QF (V = 11 inputs) go through ONE pretrained backbone (shared weights,
+frozen), the V pooled feature vectors are concatenated and a new softmax
+layer over the classes is trained on them ("partially trained": only the
+head).
+
+    {"original": [B, S, S, 3] uint8, "qf100": ..., ..., "qf10": ...}
+      -> cast + the backbone's own normalisation (`Preprocess`, per input)
+      -> the shared backbone up to its pooled features: V x [B, F]
+      -> stacked [B, V, F] -> head: flatten + Dense softmax -> [B, C]
+
+The head is a small model of its own (`build_head`), so the same layer and
+weights are trained on cached features (`cache_features`, one backbone pass
+per candidate, since the backbone is frozen) and used in the full model.
+`init_head(..., "backbone")` copies the backbone's classifier into the
+original's slice of the head and zeroes the rest, so training starts exactly
+at the backbone's predictions on the original.
+
+Not reproduced: the paper's training schedule (not given in the paper) and
+its ImageNet-scale training set; the crop and resize before the candidates
+are the backbone's own (`models.Classifier.resize`), applied to every
+decoded candidate, as in the candidate evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from compression_helps import candidates, models
+
+__all__ = [
+    "BACKBONE_LAYER",
+    "HEAD_INITS",
+    "HEAD_LAYER",
+    "ORIGINAL",
+    "SERVE_BYTES_ENDPOINT",
+    "SERVE_ENDPOINT",
+    "Preprocess",
+    "build_head",
+    "build_multi_input_model",
+    "cache_features",
+    "compute_features",
+    "export_saved_model",
+    "features_model",
+    "init_head",
+    "input_names",
+    "make_dataset",
+    "split_classifier",
+    "to_inputs",
+]
+
+ORIGINAL = "original"
+# Layer names inside the multi-input model.
+BACKBONE_LAYER = "backbone"
+HEAD_LAYER = "head"
+_STACK_LAYER = "stack"  # Its output is the head's [B, V, F] input.
+# "backbone": start at the backbone's predictions; "random": Glorot uniform.
+HEAD_INITS = ("backbone", "random")
+# SavedModel endpoints (`export_saved_model`).
+SERVE_ENDPOINT = "serve"
+SERVE_BYTES_ENDPOINT = "serve_bytes"
+_FEATURES_VERSION = 1
+
+
+def input_names(
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+) -> tuple[str, ...]:
+    """Names of the V model inputs: `original`, then one per candidate.
+
+    Args:
+      qualities: JPEG QFs (or `candidates.Codec`s) of candidates 1..V-1.
+
+    Returns:
+      `("original", "qf100", ..., "qf10")` for the default qualities: the
+      candidate names of `candidates.as_codecs`.
+    """
+    return (ORIGINAL,) + tuple(c.name for c in candidates.as_codecs(qualities))
+
+
+@keras.saving.register_keras_serializable(package="compression_helps")
+class Preprocess(keras.layers.Layer):
+    """uint8 pixels -> float32, normalised the way a registered backbone was.
+
+    The normalisation is looked up by registry name, so the layer saves and
+    loads with `.keras` files (a bare function would not).
+    """
+
+    def __init__(self, model: str | None = None, **kwargs):
+        """Initialises the layer.
+
+        Args:
+          model: a `models.REGISTRY` name whose `preprocess_input` to apply
+            after the cast, or None for none (model files normalise inside).
+          **kwargs: `keras.layers.Layer` arguments.
+        """
+        super().__init__(**kwargs)
+        self.model = model
+        if model is None:
+            self._normalise = None
+        elif model in models.REGISTRY:
+            self._normalise = models.REGISTRY[model]().preprocess_input
+        else:
+            raise ValueError(
+                f"unknown model {model!r}: use one of {sorted(models.REGISTRY)}"
+            )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        """`[B, S, S, 3]` uint8 -> `[B, S, S, 3]` float32 model input."""
+        pixels = keras.ops.cast(inputs, "float32")  # [0, 255]
+        if self._normalise is None:
+            return pixels
+        return self._normalise(pixels)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Same shape as the input."""
+        return input_shape
+
+    def get_config(self) -> dict:
+        """The constructor arguments."""
+        return {**super().get_config(), "model": self.model}
+
+
+def split_classifier(
+    model: keras.Model,
+) -> tuple[keras.Model, keras.layers.Dense]:
+    """Splits a classifier into its pooled-feature extractor and its head.
+
+    Args:
+      model: `[B, S, S, 3]` float inputs -> `[B, C]` probabilities, whose last
+        layer is a softmax `Dense` fed by pooled features, possibly through
+        `Dropout` (Keras applications, `efficientnet_lite`).
+
+    Returns:
+      `(extractor, dense)`: a model sharing `model`'s layers that maps its
+      inputs to the `[B, F]` pooled features (skipping the dropout: the
+      features are the same at inference), and the classifier layer.
+
+    Raises:
+      ValueError: the last layer is not a softmax `Dense`.
+    """
+    dense = model.layers[-1]
+    if not (
+        isinstance(dense, keras.layers.Dense)
+        and dense.activation is keras.activations.softmax
+    ):
+        raise ValueError(
+            f"{model.name}: the last layer must be a softmax Dense layer, got "
+            f"{dense.__class__.__name__} {dense.name!r}"
+        )
+    features = dense.input
+    dropouts = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    producer = [layer for layer in dropouts if layer.output is features]
+    while producer:
+        features = producer[0].input
+        producer = [layer for layer in dropouts if layer.output is features]
+    extractor = keras.Model(model.inputs, features, name=BACKBONE_LAYER)
+    return extractor, dense
+
+
+def build_head(
+    num_candidates: int,
+    num_features: int,
+    num_classes: int,
+    name: str = HEAD_LAYER,
+) -> keras.Model:
+    """The new softmax layer over the concatenated pooled features.
+
+    Args:
+      num_candidates: V.
+      num_features: F, pooled features per candidate.
+      num_classes: C.
+      name: model name.
+
+    Returns:
+      `[B, V, F]` float32 features -> `[B, C]` probabilities; its `Flatten`
+      concatenates the V feature vectors in input order (original first).
+    """
+    features = keras.Input((num_candidates, num_features), name="features")
+    concatenated = keras.layers.Flatten(name="concatenate")(features)
+    probabilities = keras.layers.Dense(
+        num_classes, activation="softmax", name="classifier"
+    )(concatenated)
+    return keras.Model(features, probabilities, name=name)
+
+
+def init_head(
+    head: keras.Model,
+    backbone_classifier: keras.layers.Dense | None = None,
+    head_init: str = "backbone",
+    seed: int | None = None,
+) -> None:
+    """Sets the head's weights.
+
+    "backbone": the rows of the original's features get the backbone
+    classifier's kernel and the bias its bias; every other weight is zero,
+    so the head's output equals the backbone's on the original.
+
+    Args:
+      head: a `build_head` model.
+      backbone_classifier: the backbone's softmax `Dense` (for "backbone").
+      head_init: one of `HEAD_INITS`.
+      seed: for "random".
+
+    Raises:
+      ValueError: unknown `head_init`, or a classifier of another shape.
+    """
+    dense = head.get_layer("classifier")
+    kernel_shape = tuple(dense.kernel.shape)  # [V * F, C]
+    if head_init == "random":
+        initializer = keras.initializers.GlorotUniform(seed=seed)
+        dense.kernel.assign(initializer(kernel_shape))
+        dense.bias.assign(np.zeros(kernel_shape[1], np.float32))
+        return
+    if head_init != "backbone":
+        raise ValueError(f"head_init must be one of {HEAD_INITS}: {head_init}")
+    if backbone_classifier is None:
+        raise ValueError('head_init="backbone" needs the backbone classifier')
+    source_kernel = keras.ops.convert_to_numpy(backbone_classifier.kernel)
+    num_features, num_classes = source_kernel.shape
+    if num_classes != kernel_shape[1] or kernel_shape[0] % num_features:
+        raise ValueError(
+            f"backbone classifier {source_kernel.shape} does not fit a head "
+            f"with kernel {kernel_shape}"
+        )
+    kernel = np.zeros(kernel_shape, np.float32)
+    kernel[:num_features] = source_kernel  # The original comes first.
+    dense.kernel.assign(kernel)
+    dense.bias.assign(keras.ops.convert_to_numpy(backbone_classifier.bias))
+
+
+def build_multi_input_model(
+    classifier: models.Classifier,
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+    trainable: bool = False,
+    head_init: str = "backbone",
+    seed: int | None = None,
+    head: keras.Model | None = None,
+) -> keras.Model:
+    """SPEC.md "Multi-input model": V inputs, one shared backbone, one head.
+
+    Args:
+      classifier: the backbone (`models.load_classifier`); its layers are
+        shared with the new model, not copied.
+      qualities: JPEG QFs of candidates 1..V-1 (inputs `input_names`).
+      trainable: whether the backbone trains too; False (SPEC.md) freezes it,
+        which also runs its batch normalisation in inference mode.
+      head_init: one of `HEAD_INITS`, for a new head.
+      seed: for a random head.
+      head: an existing `build_head` model to use (e.g. one trained on
+        cached features); None: a new one, initialised by `head_init`.
+
+    Returns:
+      `{name: [B, S, S, 3] uint8}` -> `[B, C]` probabilities, with layers
+      `BACKBONE_LAYER` (pooled features) and `HEAD_LAYER`.
+    """
+    names = input_names(qualities)
+    extractor, dense = split_classifier(classifier.model)
+    extractor.trainable = trainable
+    num_features = int(extractor.output.shape[-1])
+    if head is None:
+        head = build_head(len(names), num_features, classifier.num_classes)
+        init_head(head, dense, head_init, seed)
+    registry_name = (
+        classifier.name if classifier.name in models.REGISTRY else None
+    )
+    size = classifier.image_size
+    inputs = {
+        name: keras.Input((size, size, 3), dtype="uint8", name=name)
+        for name in names
+    }
+    stacked = []
+    for name in names:
+        pixels = Preprocess(registry_name, name=f"preprocess_{name}")(
+            inputs[name]
+        )
+        features = extractor(pixels)  # [B, F], the same instance for all.
+        stacked.append(
+            keras.layers.Reshape((1, num_features), name=f"features_{name}")(
+                features
+            )
+        )
+    features = keras.layers.Concatenate(axis=1, name=_STACK_LAYER)(stacked)
+    probabilities = head(features)  # [B, C]
+    return keras.Model(inputs, probabilities, name="multi_input")
+
+
+def features_model(model: keras.Model) -> keras.Model:
+    """The multi-input model up to the head: inputs -> `[B, V, F]` features.
+
+    Args:
+      model: a `build_multi_input_model` model.
+
+    Returns:
+      A model sharing its layers.
+    """
+    features = model.get_layer(_STACK_LAYER).output
+    return keras.Model(model.inputs, features, name="multi_input_features")
+
+
+def to_inputs(
+    batch: Mapping[str, tf.Tensor], names: Sequence[str]
+) -> dict[str, tf.Tensor]:
+    """`make_candidates` pixels `[B, V, S, S, 3]` -> the model's input dict.
+
+    Args:
+      batch: a dict with `"pixels"` (see `candidates.make_candidates`).
+      names: `input_names(qualities)`, in candidate order.
+
+    Returns:
+      `{name: [B, S, S, 3] uint8}`.
+    """
+    return {name: batch["pixels"][:, i] for i, name in enumerate(names)}
+
+
+def make_dataset(
+    dataset: tf.data.Dataset,
+    resize: Callable[[tf.Tensor], tf.Tensor],
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+    batch_size: int = 32,
+    training: bool = False,
+    seed: int | None = None,
+    shuffle_buffer: int = 1024,
+) -> tf.data.Dataset:
+    """Batches of the model's inputs and labels, built on host threads.
+
+    The candidate work (encode, decode, the model's crop and resize, rounding
+    to uint8) is `candidates.candidate_batches`; bad images are dropped.
+
+    Args:
+      dataset: example dicts (see `datasets`).
+      resize: the backbone's crop and resize (`models.Classifier.resize`).
+      qualities: JPEG QFs of candidates 1..V-1.
+      batch_size: images per batch.
+      training: shuffle (before the JPEG work, so that the buffer holds only
+        files) and repeat-free.
+      seed: shuffle seed.
+      shuffle_buffer: examples in the shuffle buffer.
+
+    Returns:
+      `({name: [B, S, S, 3] uint8}, [B] int32 labels)`.
+    """
+    if training:  # Shuffle before the JPEG work: the buffer holds only files.
+        dataset = dataset.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
+    names = input_names(qualities)
+    batches = candidates.candidate_batches(
+        dataset, resize, qualities, batch_size=batch_size
+    )
+    return batches.map(
+        lambda batch: (to_inputs(batch, names), batch["label"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def compute_features(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    resize: Callable[[tf.Tensor], tf.Tensor],
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """One pass of the backbone per candidate over a data set.
+
+    Args:
+      model: a `build_multi_input_model` model.
+      dataset: example dicts (see `datasets`), in a fixed order.
+      resize: the backbone's crop and resize.
+      qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
+      batch_size: images per backbone call (the backbone sees each
+        candidate's batch in turn).
+
+    Returns:
+      `{"features": [N, V, F] float32, "labels": [N] int32, "index": [N]
+      int64, "ids": [N] str}` for the images that decoded, in order.
+    """
+    extract = features_model(model)
+    names = input_names(qualities)
+    batches = candidates.candidate_batches(
+        dataset, resize, qualities, batch_size=batch_size
+    )
+    features, labels, index, ids = [], [], [], []
+    for step, batch in enumerate(batches):
+        features.append(
+            np.asarray(extract.predict_on_batch(to_inputs(batch, names)))
+        )
+        labels.append(batch["label"].numpy())
+        index.append(batch["index"].numpy())
+        ids.append(batch["id"].numpy())
+        if step % 10 == 0:
+            logging.info("features: %d images", sum(len(x) for x in labels))
+    num_features = int(extract.output.shape[-1])
+    if not features:
+        empty = np.zeros((0, len(names), num_features), np.float32)
+        features, labels, index, ids = [empty], [[]], [[]], [[]]
+    return {
+        "features": np.concatenate(features).astype(np.float32),
+        "labels": np.concatenate(labels).astype(np.int32),
+        "index": np.concatenate(index).astype(np.int64),
+        "ids": np.array([i.decode() for x in ids for i in x], dtype=str),
+    }
+
+
+def cache_features(
+    path: str,
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    resize: Callable[[tf.Tensor], tf.Tensor],
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+    batch_size: int = 32,
+    key: Mapping[str, object] | None = None,
+) -> dict[str, np.ndarray]:
+    """`compute_features`, saved to (and next time read from) an .npz file.
+
+    Args:
+      path: the .npz file.
+      model: a `build_multi_input_model` model with a frozen backbone.
+      dataset: example dicts, in a fixed order.
+      resize: the backbone's crop and resize.
+      qualities: JPEG QFs of candidates 1..V-1.
+      batch_size: images per backbone call.
+      key: what the features depend on (backbone, weights, data, image
+        size, ...), JSON-serialisable; a cache made with another key is an
+        error rather than silently reused.
+
+    Returns:
+      See `compute_features`.
+
+    Raises:
+      ValueError: the cache was made with another key, or the backbone is
+        trainable (its features would change during training).
+    """
+    if model.get_layer(BACKBONE_LAYER).trainable:
+        raise ValueError("cached features need a frozen backbone")
+    key_json = json.dumps(
+        {
+            "version": _FEATURES_VERSION,
+            "inputs": list(input_names(qualities)),
+            **(key or {}),
+        },
+        sort_keys=True,
+    )
+    if os.path.exists(path):
+        with np.load(path) as cached:
+            if str(cached["key"]) != key_json:
+                raise ValueError(
+                    f"{path}: features cached for {cached['key']}, not for "
+                    f"{key_json}; delete it or use another workdir"
+                )
+            logging.info("Reusing cached features %s", path)
+            return {k: cached[k] for k in cached.files if k != "key"}
+    arrays = compute_features(model, dataset, resize, qualities, batch_size)
+    # Write then rename: an interrupted run never leaves a partial cache.
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, key=np.array(key_json), **arrays)
+    os.replace(path + ".tmp", path)
+    return arrays
+
+
+def export_saved_model(
+    model: keras.Model,
+    resize: Callable[[tf.Tensor], tf.Tensor],
+    export_dir: str,
+    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+) -> None:
+    """Writes a SavedModel with two serving signatures.
+
+    `SERVE_ENDPOINT` (also `serving_default`) takes the V uint8 inputs
+    `{name: [B, S, S, 3] uint8}`; `SERVE_BYTES_ENDPOINT` takes `image_bytes`,
+    `[B]` tf.string image files, and makes the candidates inside
+    (`candidates.make_candidates`: JPEG encode, decode, the backbone's crop
+    and resize, rounding to uint8). Both return `[B, C]` probabilities.
+
+    Args:
+      model: a `build_multi_input_model` model.
+      resize: the backbone's crop and resize (`models.Classifier.resize`).
+      export_dir: output directory.
+      qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
+    """
+    names = input_names(qualities)
+    size = int(model.input_shape[names[0]][1])
+    qualities = tuple(qualities)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(images: dict[str, tf.Tensor]) -> tf.Tensor:
+        return model(images, training=False)
+
+    def pixels_of(image_bytes: tf.Tensor) -> tf.Tensor:
+        example = {"image_bytes": image_bytes}
+        return candidates.make_candidates(example, resize, qualities)["pixels"]
+
+    def serve_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
+        # Candidates are made on the host, image by image (JPEG ops are not
+        # batched); [B, V, S, S, 3] uint8.
+        pixels = tf.map_fn(
+            pixels_of,
+            image_bytes,
+            fn_output_signature=tf.TensorSpec(
+                (len(names), size, size, 3), tf.uint8
+            ),
+        )
+        return serve(to_inputs({"pixels": pixels}, names))
+
+    image_spec = {
+        name: tf.TensorSpec((None, size, size, 3), tf.uint8, name=name)
+        for name in names
+    }
+    archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature=[image_spec])
+    archive.add_endpoint(
+        SERVE_BYTES_ENDPOINT,
+        serve_bytes,
+        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
+    )
+    archive.write_out(export_dir, verbose=False)
