@@ -118,7 +118,7 @@ def main(argv):
     jpeg_pillow = n / seconds
 
     # 1. Model only, on the same candidates held in memory.
-    classify = evaluate._classify_fn(classifier, batch)
+    classify = evaluate.classify_fn(classifier, batch)
     labels = tf.zeros([batch], tf.int32)
     classify(pixels[0], labels[: len(pixels[0])])  # Trace and warm up.
     _, seconds = _timed(

@@ -36,6 +36,7 @@ __all__ = [
     "SHARD_SIZE",
     "TOP_K",
     "Predictions",
+    "classify_fn",
     "SkippedImage",
     "diagnose",
     "predict",
@@ -153,11 +154,23 @@ class SkippedImage:
         return self.reason.split(":", 1)[0]
 
 
-def _classify_fn(classifier: models.Classifier, batch_size: int):
-    """Compiled model step: candidate pixels -> (ranks, top-k, probs)."""
+def classify_fn(
+    classifier: models.Classifier, batch_size: int, jit_compile: bool = False
+):
+    """The compiled model step of the evaluation.
+
+    Args:
+      classifier: the model and its normalisation.
+      batch_size: images per call; smaller batches are padded to it.
+      jit_compile: compile the step with XLA (for GPUs/TPUs).
+
+    Returns:
+      `(pixels [b, V, S, S, 3] uint8, labels [b] int32) -> (ranks [b, V],
+      topk [b, V, 5], topk_probs [b, V, 5])`.
+    """
     model = classifier.model
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def classify(pixels: tf.Tensor, labels: tf.Tensor):
         # pixels: [b, V, S, S, 3] uint8 with b <= batch_size; labels: [b].
         # Padding every call to batch_size makes each image's outputs
@@ -171,7 +184,8 @@ def _classify_fn(classifier: models.Classifier, batch_size: int):
         shape = tf.shape(pixels)
         flat = tf.reshape(pixels, tf.concat([[-1], shape[2:]], 0))
         inputs = classifier.preprocess_input(tf.cast(flat, tf.float32))
-        probs = model(inputs, training=False)  # [B * V, C]
+        # float32 also under a mixed-precision policy.
+        probs = tf.cast(model(inputs, training=False), tf.float32)  # [B*V, C]
         probs = tf.reshape(probs, [shape[0], shape[1], -1])  # [B, V, C]
         one_hot = tf.one_hot(labels, tf.shape(probs)[-1], dtype=probs.dtype)
         true_prob = tf.reduce_sum(probs * one_hot[:, None, :], -1)  # [B, V]
@@ -265,6 +279,7 @@ def predict(
     resume: bool = False,
     shard_size: int = SHARD_SIZE,
     data_service: str | None = None,
+    jit_compile: bool = False,
     verbose: bool = True,
 ) -> tuple[Predictions, list[SkippedImage]]:
     """Evaluates every candidate of every image of `source`.
@@ -280,6 +295,7 @@ def predict(
       shard_size: images per shard.
       data_service: tf.data service dispatcher address: the JPEG work runs on
         its workers (see `candidates.candidate_batches`).
+      jit_compile: compile the model step with XLA.
       verbose: show a progress bar.
 
     Returns:
@@ -314,7 +330,7 @@ def predict(
             job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
         )
 
-    classify = _classify_fn(classifier, batch_size)
+    classify = classify_fn(classifier, batch_size, jit_compile)
     progress = keras.utils.Progbar(
         num_examples, unit_name="image", verbose=1 if verbose else 0
     )

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 
+import keras
+
 from compression_helps import candidates, datasets, evaluate, models, report
 from compression_helps import workdir as workdir_lib
 
@@ -32,6 +34,9 @@ class Config:
       shard_size: images per results shard (the unit of resuming).
       data_service: tf.data service dispatcher address (`grpc://host:port`)
         whose workers do the JPEG work; None: this process does it.
+      jit_compile: compile the model step with XLA (GPU/TPU).
+      mixed_precision: Keras dtype policy for the model, e.g.
+        "mixed_float16" (GPU) or "mixed_bfloat16" (TPU); None: float32.
     """
 
     model: str = "efficientnet_lite0"
@@ -44,6 +49,8 @@ class Config:
     tfds_data_dir: str | None = None
     shard_size: int = evaluate.SHARD_SIZE
     data_service: str | None = None
+    jit_compile: bool = False
+    mixed_precision: str | None = None
 
 
 def run(
@@ -65,6 +72,8 @@ def run(
     """
     qualities = candidates.validate_qualities(config.qualities)
     workdir_lib.prepare(workdir)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
     classifier = models.load_classifier(
         config.model, config.weights, config.image_size
     )
@@ -83,6 +92,7 @@ def run(
         resume=resume,
         shard_size=config.shard_size,
         data_service=config.data_service,
+        jit_compile=config.jit_compile,
         verbose=verbose,
     )
     predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))

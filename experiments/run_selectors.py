@@ -61,6 +61,14 @@ _DATA_SERVICE = flags.DEFINE_string(
     None,
     "tf.data service dispatcher (grpc://host:port) to run the JPEG work on.",
 )
+_JIT_COMPILE = flags.DEFINE_bool(
+    "jit_compile", False, "Compile the model step with XLA (GPU/TPU)."
+)
+_MIXED_PRECISION = flags.DEFINE_string(
+    "mixed_precision",
+    None,
+    "Keras dtype policy: mixed_float16 (GPU) or mixed_bfloat16 (TPU).",
+)
 _RESUME = flags.DEFINE_bool(
     "resume", False, "Continue an interrupted run in --workdir."
 )
@@ -90,6 +98,8 @@ def main(argv: Sequence[str]) -> None:
             tfds_data_dir=_TFDS_DATA_DIR.value,
             shard_size=_SHARD_SIZE.value,
             data_service=_DATA_SERVICE.value,
+            jit_compile=_JIT_COMPILE.value,
+            mixed_precision=_MIXED_PRECISION.value,
         )
         runner.run(config, _WORKDIR.value, resume=_RESUME.value)
     except (ValueError, OSError) as e:  # Usage and data errors: one line.
