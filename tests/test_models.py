@@ -6,6 +6,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from compression_helps import models
+from tests import testing_utils
 
 
 def tiny_classifier_file(path, image_size=16, num_classes=1000):
@@ -76,7 +77,36 @@ class RegistryTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(tf.reduce_sum(probs, -1), [1.0, 1.0])
 
 
-class CenterCropTest(tf.test.TestCase):
+class CenterCropTest(tf.test.TestCase, parameterized.TestCase):
+    def test_crop_window_follows_the_tf_efficientnet_rule(self):
+        # 10x20, fraction 0.5: side 5, top (10-5+1)//2 = 3, left 8.
+        image = np.arange(10 * 20 * 3).reshape(10, 20, 3) % 251
+        image = image.astype(np.uint8)
+        out = models.center_crop_and_resize(
+            image, image_size=5, crop_fraction=0.5, method="nearest"
+        )
+        self.assertAllEqual(out, image[3:8, 8:13].astype(np.float32))
+
+    @parameterized.named_parameters(
+        ("bilinear", "bilinear"), ("bicubic", "bicubic")
+    )
+    def test_eager_and_dataset_map_agree(self, method):
+        images = [testing_utils.random_image(33, 50, seed=s) for s in (0, 1)]
+        eager = [
+            models.center_crop_and_resize(im, 24, 0.875, method)
+            for im in images
+        ]
+        ds = tf.data.Dataset.from_generator(
+            lambda: iter(images),
+            output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        ).map(lambda im: models.center_crop_and_resize(im, 24, 0.875, method))
+        for expected, got in zip(eager, ds, strict=True):
+            self.assertEqual(got.dtype, tf.float32)
+            self.assertEqual(got.shape, (24, 24, 3))
+            self.assertAllClose(expected, got)
+            self.assertBetween(float(tf.reduce_min(got)), 0.0, 255.0)
+            self.assertBetween(float(tf.reduce_max(got)), 0.0, 255.0)
+
     def test_crop_is_central_square_of_shorter_side(self):
         image = np.zeros([10, 20, 3], np.uint8)
         image[:, 5:15] = 200  # The central 10x10 square.
