@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 DATA ?=
 WORKDIR ?= demo_workdir
 DEMO_FLAGS ?=
+# Hide TensorFlow's start-up INFO lines (warnings and errors still show).
+export TF_CPP_MIN_LOG_LEVEL ?= 1
 
 .PHONY: install demo test lint bench clean
 
