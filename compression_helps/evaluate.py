@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -200,6 +201,9 @@ def classify_fn(
 def _first_line(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     line = message.strip().splitlines()[0] if message.strip() else repr(error)
+    # Drop TF's op-location decorations: "{{function_node ...}} " in front,
+    # " [Op:...]" behind; the reason is the library's own message.
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
     return line.split(" [Op:")[0].strip()
 
 
