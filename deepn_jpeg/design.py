@@ -55,6 +55,9 @@ class Config:
       per_class: at most this many images per label (unlabelled images are
         all kept); None: all.
       limit: only the first `limit` images of the source.
+      split: which images of those (`datasets.split`): "all", or the "fit"
+        half, keeping the "heldout" half for evaluating the tables.
+      split_seed: seed of the split.
       variants: PLM variants, from `tables.PLM_VARIANTS`.
       plm: PLM parameters (the "monotone" variant derives its own c).
       seed: sampling seed.
@@ -66,6 +69,8 @@ class Config:
     data: str
     per_class: int | None = 10
     limit: int | None = None
+    split: str = "all"
+    split_seed: int = 0
     variants: tuple[str, ...] = tables.PLM_VARIANTS
     plm: tables.PlmParams = tables.PAPER_PARAMS
     seed: int = 0
@@ -296,7 +301,11 @@ def run(config: Config, workdir: str, resume: bool = False) -> Result:
             )
     workdir_lib.prepare(workdir)
     workdir_lib.write_config(workdir, config, resume)
-    source = datasets.load(config.data, limit=config.limit)
+    source = datasets.split(
+        datasets.load(config.data, limit=config.limit),
+        config.split,
+        config.split_seed,
+    )
     labels = source.labels()
     chosen = (
         statistics.select_per_class(labels, config.per_class, config.seed)

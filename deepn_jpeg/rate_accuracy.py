@@ -11,6 +11,14 @@ differ. We report top-1/top-5 against bits per pixel and CR (against the
 original files), and the gain at equal top-1: JPEG's bytes divided by
 DeepN-JPEG's, each interpolated on its curve.
 
+Diagnostics (not in the paper) split a table set's effect into its parts,
+each one more curve: `<name>-luma` (its luma table with the standard chroma
+table, both scaled to the same quality), `<name>-chroma` (standard luma, its
+chroma), and, for standard JPEG, `jpeg-lumascale` / `jpeg-chromascale` (only
+one of the two standard tables scaled over the grid, the other kept at
+`Config.diagnostic_quality`), which show what the luma and the chroma steps
+each cost in bytes and accuracy.
+
 The candidates are evaluated by `compression_helps.evaluate` (same pipeline,
 sharding, resume and bad-image handling as the Compression Helps runs).
 """
@@ -25,21 +33,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from compression_helps import candidates, datasets, evaluate, metrics, models
-from deepn_jpeg import codec, design, tables
+from deepn_jpeg import codec, tables
 
 __all__ = [
     "GAIN_DROPS",
+    "JPEG",
     "Config",
     "bytes_at_top1",
+    "curve_tables",
     "curves",
     "gains",
+    "load_tablesets",
     "run",
     "table_codec",
+    "to_text",
 ]
 
 # Gains are reported at the original's top-1 minus these points.
 GAIN_DROPS = (0.0, 0.5, 1.0)
 JPEG = "jpeg"
+# Diagnostic curves of standard JPEG: one table scaled, the other fixed.
+JPEG_LUMA_SCALE = "jpeg-lumascale"
+JPEG_CHROMA_SCALE = "jpeg-chromascale"
 RESULT_FILE = "rate_accuracy.json"
 PLOT_FILE = "rate_accuracy.png"
 
@@ -49,28 +64,46 @@ class Config:
     """What `run` evaluates; the flags of eval_deepn_jpeg.py mirror it.
 
     Attributes:
-      tables: a design_qtable.py workdir (every `qtables_<variant>.json` in
-        it), or one tables JSON file.
+      tables: where the table sets come from: a folder (every
+        `qtables_<name>.json` in it, e.g. a design_qtable.py or
+        fit_qtable.py workdir; curve `<name>`) or one tables JSON file; or a
+        tuple of such paths.
       model: registry name or Keras model file.
       weights: "imagenet", a weights file, or None.
       data: folder or `tfds:<name>[:<split>]`; empty: the sample images.
       limit: only the first `limit` images.
+      split: which of those are evaluated (`datasets.split`): "all", or the
+        "heldout" half of a seeded split whose "fit" half designed or fitted
+        the tables.
+      split_seed: seed of the split.
       batch_size: images per model call.
       qualities: the rate grid: IJG quality-like factors applied to the
         standard tables and to every DeepN-JPEG table alike.
       subsampling: chroma subsampling of every candidate file.
       shard_size: images per results shard (the unit of resuming).
+      diagnostics: names of table sets to split into `<name>-luma` and
+        `<name>-chroma` curves; non-empty also adds `jpeg-lumascale` and
+        `jpeg-chromascale`.
+      diagnostic_quality: the quality the fixed table of `jpeg-lumascale`
+        and `jpeg-chromascale` is kept at.
+      gain_drops: gains are reported at the original's top-1 minus each of
+        these points.
     """
 
-    tables: str
+    tables: str | tuple[str, ...]
     model: str = "efficientnet_lite0"
     weights: str | None = "imagenet"
     data: str = ""
     limit: int | None = None
+    split: str = "all"
+    split_seed: int = 0
     batch_size: int = 8
     qualities: tuple[int, ...] = candidates.QUALITIES
     subsampling: str = "4:2:0"
     shard_size: int = evaluate.SHARD_SIZE
+    diagnostics: tuple[str, ...] = ()
+    diagnostic_quality: int = 50
+    gain_drops: tuple[float, ...] = GAIN_DROPS
 
 
 def table_codec(
@@ -84,39 +117,139 @@ def table_codec(
     return candidates.Codec(name, encode)
 
 
-def _load_tablesets(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Curve name -> (luma, chroma) from a design workdir or one JSON."""
+def _tables_in(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Curve name -> (luma, chroma) from a folder or one JSON file."""
     if os.path.isfile(path):
         name = os.path.splitext(os.path.basename(path))[0]
         return {name.removeprefix("qtables_"): tables.load_json(path)}
-    found = {
-        variant: tables.load_json(design.qtables_path(path, variant, "json"))
-        for variant in tables.PLM_VARIANTS
-        if os.path.exists(design.qtables_path(path, variant, "json"))
-    }
-    if not found:
-        raise FileNotFoundError(
-            f"{path}: no qtables_<variant>.json (run design_qtable.py first)"
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such tables file or folder")
+    names = sorted(
+        f.removeprefix("qtables_").removesuffix(".json")
+        for f in os.listdir(path)
+        if f.startswith("qtables_") and f.endswith(".json")
+    )
+    # The PLM variants first, in their usual order.
+    names.sort(
+        key=lambda n: (
+            tables.PLM_VARIANTS.index(n)
+            if n in tables.PLM_VARIANTS
+            else len(tables.PLM_VARIANTS)
         )
+    )
+    if not names:
+        raise FileNotFoundError(
+            f"{path}: no qtables_<name>.json (run design_qtable.py or "
+            "fit_qtable.py first)"
+        )
+    return {
+        name: tables.load_json(os.path.join(path, f"qtables_{name}.json"))
+        for name in names
+    }
+
+
+def load_tablesets(
+    paths: str | Sequence[str],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Curve name -> (luma, chroma) from folders and/or tables JSON files.
+
+    Args:
+      paths: one path or several; a folder contributes every
+        `qtables_<name>.json` in it (curve `<name>`), a file its own tables
+        (curve: its name without `qtables_` and `.json`).
+
+    Returns:
+      The table sets, `[8, 8]` int32 each, in path order.
+
+    Raises:
+      FileNotFoundError: a path without tables.
+      ValueError: two table sets with the same name, or a reserved or
+        malformed name.
+    """
+    if isinstance(paths, str):
+        paths = (paths,)
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for path in paths:
+        for name, pair in _tables_in(path).items():
+            if name in found:
+                raise ValueError(f"two table sets named {name!r} ({path})")
+            if name in (JPEG, "original") or "_q" in name or not name:
+                raise ValueError(
+                    f"{path}: table set name {name!r} is reserved or "
+                    "contains '_q' (curve names are <curve>_q<quality>)"
+                )
+            found[name] = pair
     return found
+
+
+def curve_tables(
+    tablesets: dict[str, tuple[np.ndarray, np.ndarray]],
+    quality: int,
+    diagnostics: Sequence[str] = (),
+    diagnostic_quality: int = 50,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The (luma, chroma) tables of every curve at one grid quality.
+
+    Every table is IJG-scaled to `quality` (`tables.scale_qtable`; quality 50
+    is the table itself). Standard JPEG (`JPEG`) comes first, then each
+    table set, then the diagnostics (see the module docstring).
+
+    Args:
+      tablesets: name -> (luma, chroma) at quality 50.
+      quality: the grid quality, 1..100.
+      diagnostics: table-set names to split into luma-only and chroma-only
+        curves; non-empty also adds the standard one-table-scaled curves.
+      diagnostic_quality: quality of the table kept fixed in
+        `jpeg-lumascale` and `jpeg-chromascale`.
+
+    Returns:
+      Curve name -> (luma, chroma), `[8, 8]` int32 each.
+
+    Raises:
+      ValueError: a diagnostics name that is not a table set.
+    """
+    unknown = sorted(set(diagnostics) - set(tablesets))
+    if unknown:
+        raise ValueError(
+            f"diagnostics {unknown} are not table sets ({sorted(tablesets)})"
+        )
+    std_luma, std_chroma = tables.standard_qtables(quality)
+    result = {JPEG: (std_luma, std_chroma)}
+    for name, (luma, chroma) in tablesets.items():
+        result[name] = (
+            tables.scale_qtable(luma, quality),
+            tables.scale_qtable(chroma, quality),
+        )
+    for name in diagnostics:
+        luma, chroma = result[name]
+        result[f"{name}-luma"] = (luma, std_chroma)
+        result[f"{name}-chroma"] = (std_luma, chroma)
+    if diagnostics:
+        fixed_luma, fixed_chroma = tables.standard_qtables(diagnostic_quality)
+        result[JPEG_LUMA_SCALE] = (std_luma, fixed_chroma)
+        result[JPEG_CHROMA_SCALE] = (fixed_luma, std_chroma)
+    return result
 
 
 def _codecs(
     tablesets: dict[str, tuple[np.ndarray, np.ndarray]],
     qualities: Sequence[int],
     subsampling: str,
+    diagnostics: Sequence[str] = (),
+    diagnostic_quality: int = 50,
 ) -> list[candidates.Codec]:
-    curves_tables = {JPEG: tables.standard_qtables(50), **tablesets}
+    by_quality = {
+        quality: curve_tables(
+            tablesets, quality, diagnostics, diagnostic_quality
+        )
+        for quality in qualities
+    }
     result = []
-    for curve, (luma, chroma) in curves_tables.items():
+    for curve in by_quality[qualities[0]]:
         for quality in qualities:
+            luma, chroma = by_quality[quality][curve]
             result.append(
-                table_codec(
-                    f"{curve}_q{quality}",
-                    tables.scale_qtable(luma, quality),
-                    tables.scale_qtable(chroma, quality),
-                    subsampling,
-                )
+                table_codec(f"{curve}_q{quality}", luma, chroma, subsampling)
             )
     return result
 
@@ -176,11 +309,24 @@ def bytes_at_top1(points: Sequence[dict], target: float) -> float | None:
 
 
 def gains(
-    curve_points: dict[str, list[dict]], original_top1: float
+    curve_points: dict[str, list[dict]],
+    original_top1: float,
+    drops: Sequence[float] = GAIN_DROPS,
 ) -> list[dict]:
-    """JPEG bytes / DeepN-JPEG bytes at equal top-1, per curve and target."""
+    """JPEG bytes / DeepN-JPEG bytes at equal top-1, per curve and target.
+
+    Args:
+      curve_points: curve name -> points (see `curves`), with `JPEG` and
+        "original".
+      original_top1: top-1 of the original files, percent.
+      drops: targets are `original_top1 - drop` for each drop.
+
+    Returns:
+      One dict per drop and curve: curve, target_top1, jpeg_bytes,
+      curve_bytes and gain (None where a curve misses the target).
+    """
     result = []
-    for drop in GAIN_DROPS:
+    for drop in drops:
         target = original_top1 - drop
         jpeg_bytes = bytes_at_top1(curve_points[JPEG], target)
         for curve, points in curve_points.items():
@@ -204,24 +350,37 @@ def gains(
     return result
 
 
+def _label_and_style(curve: str) -> tuple[str, str]:
+    if curve == JPEG:
+        return "standard JPEG", "o-"
+    if curve in tables.PLM_VARIANTS:
+        return f"DeepN {curve}", "s--"
+    if curve in (JPEG_LUMA_SCALE, JPEG_CHROMA_SCALE) or curve.endswith(
+        ("-luma", "-chroma")
+    ):
+        return curve, "^:"
+    return curve, "d-."
+
+
 def _plot(curve_points: dict[str, list[dict]], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     original = curve_points["original"][0]
     for ax, key in zip(axes, ("top1", "top5"), strict=True):
         for curve, points in curve_points.items():
             if curve == "original":
                 continue
             ordered = sorted(points, key=lambda p: p["bpp"])
+            label, style = _label_and_style(curve)
             ax.plot(
                 [p["bpp"] for p in ordered],
                 [p[key] for p in ordered],
-                "o-" if curve == JPEG else "s--",
-                label="standard JPEG" if curve == JPEG else f"DeepN {curve}",
+                style,
+                label=label,
                 markersize=4,
             )
         ax.axhline(
@@ -234,7 +393,7 @@ def _plot(curve_points: dict[str, list[dict]], path: str, title: str) -> None:
         ax.set_xlabel("bits per pixel (log scale)")
         ax.set_ylabel(f"{key} accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -254,28 +413,46 @@ def to_text(result: dict) -> str:
                 f"| {curve} | {quality} | {p['top1']:.2f} | {p['top5']:.2f} "
                 f"| {p['bpp']:.3f} | {p['cr']:.2f} |"
             )
+    # Gains as one row per curve, one column per target top-1.
+    targets = sorted({g["target_top1"] for g in result["gains"]}, reverse=True)
+    rows: dict[str, dict[float, dict]] = {}
+    for g in result["gains"]:
+        rows.setdefault(g["curve"], {})[g["target_top1"]] = g
     lines += [
         "",
-        "| curve | at top-1 % | JPEG KiB | curve KiB | gain (JPEG/curve) |",
-        "|---|---:|---:|---:|---:|",
+        "gain at equal top-1 = JPEG bytes / curve bytes (n/a: the curve "
+        "does not cross the target within its grid)",
+        "",
+        "| curve | " + " | ".join(f"top-1 {t:.2f}" for t in targets) + " |",
+        "|---|" + "---:|" * len(targets),
     ]
-
-    def kib(value):
-        return "n/a" if value is None else f"{value / 1024:.0f}"
-
-    for g in result["gains"]:
-        gain = "n/a" if g["gain"] is None else f"{g['gain']:.2f}x"
+    if rows:
+        first = next(iter(rows.values()))
         lines.append(
-            f"| {g['curve']} | {g['target_top1']:.2f} | {kib(g['jpeg_bytes'])}"
-            f" | {kib(g['curve_bytes'])} | {gain} |"
+            "| JPEG KiB | "
+            + " | ".join(
+                "n/a"
+                if first[t]["jpeg_bytes"] is None
+                else f"{first[t]['jpeg_bytes'] / 1024:.0f}"
+                for t in targets
+            )
+            + " |"
         )
+    for curve, by_target in rows.items():
+        cells = [
+            "n/a"
+            if by_target[t]["gain"] is None
+            else f"{by_target[t]['gain']:.2f}x"
+            for t in targets
+        ]
+        lines.append(f"| {curve} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run(
     config: Config, workdir: str, resume: bool = False, verbose: bool = True
 ) -> dict:
-    """Evaluates both curves, prints and writes the result and the plot.
+    """Evaluates all curves, prints and writes the result and the plot.
 
     Args:
       config: what to evaluate.
@@ -287,7 +464,14 @@ def run(
       The result dict, as written to `<workdir>/rate_accuracy.json`.
     """
     qualities = candidates.validate_qualities(config.qualities)
-    tablesets = _load_tablesets(config.tables)
+    tablesets = load_tablesets(config.tables)
+    codecs = _codecs(
+        tablesets,
+        qualities,
+        config.subsampling,
+        config.diagnostics,
+        config.diagnostic_quality,
+    )
     if config.subsampling not in codec.SUBSAMPLINGS:
         raise ValueError(
             f"subsampling must be one of {codec.SUBSAMPLINGS}, "
@@ -295,15 +479,19 @@ def run(
         )
     os.makedirs(workdir, exist_ok=True)
     classifier = models.load_classifier(config.model, config.weights)
-    source = datasets.load(
-        config.data or datasets.sample_images_dir(), config.limit
+    source = datasets.split(
+        datasets.load(
+            config.data or datasets.sample_images_dir(), config.limit
+        ),
+        config.split,
+        config.split_seed,
     )
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
     predictions, skipped = evaluate.predict(
         classifier,
         source,
-        _codecs(tablesets, qualities, config.subsampling),
+        codecs,
         config.batch_size,
         workdir=workdir,
         resume=resume,
@@ -316,13 +504,14 @@ def run(
     result = {
         "model": config.model,
         "n_images": predictions.num_images,
+        "images": source.description,
         "n_errors": len(skipped),
         "tables": {
             name: {"luma": luma.tolist(), "chroma": chroma.tolist()}
             for name, (luma, chroma) in tablesets.items()
         },
         "curves": curve_points,
-        "gains": gains(curve_points, original_top1),
+        "gains": gains(curve_points, original_top1, config.gain_drops),
     }
     with open(os.path.join(workdir, RESULT_FILE), "w") as f:
         json.dump(result, f, indent=2)

@@ -11,6 +11,10 @@ JPEG at QF 50).
     python -m experiments.design_qtable --data=/path/to/imagenet-sample \
         --workdir=/tmp/design
 
+`--split=fit` analyses only the fit half of a seeded random split
+(`--split_seed`), so that `eval_deepn_jpeg.py --split=heldout` evaluates
+the tables on images they were not designed on.
+
 About 10 seconds for the 500 ImageNet sample images on 2 CPU cores. The
 tables are in README.md. `--smoke` analyses 8 images (a quick check).
 """
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from compression_helps import datasets
 from deepn_jpeg import design, statistics, tables
 
 _DEFAULTS = design.Config(data="")
@@ -36,6 +41,15 @@ _PER_CLASS = flags.DEFINE_integer(
     "At most N images per label (unlabelled: all); 0: all images.",
 )
 _LIMIT = flags.DEFINE_integer("limit", None, "Only the first N images.")
+_SPLIT = flags.DEFINE_enum(
+    "split",
+    _DEFAULTS.split,
+    list(datasets.SPLITS),
+    "Images used: all, or the fit half of a seeded split (see --split_seed).",
+)
+_SPLIT_SEED = flags.DEFINE_integer(
+    "split_seed", _DEFAULTS.split_seed, "Seed of the fit/heldout split."
+)
 _VARIANT = flags.DEFINE_enum(
     "variant", "both", [*tables.PLM_VARIANTS, "both"], "PLM variant(s)."
 )
@@ -80,6 +94,8 @@ def main(argv: Sequence[str]) -> None:
         data=_DATA.value,
         per_class=_PER_CLASS.value or None,
         limit=8 if _SMOKE.value else _LIMIT.value,
+        split=_SPLIT.value,
+        split_seed=_SPLIT_SEED.value,
         variants=variants,
         plm=tables.PlmParams(**{name: f.value for name, f in _PLM.items()}),
         seed=_SEED.value,

@@ -131,3 +131,54 @@ class SampleDownloadTest(tf.test.TestCase):
                 "http://127.0.0.1:9/nothing.zip", cache_dir=cache
             )
         self.assertNotIn("\n", str(e.exception))
+
+
+class SplitTest(tf.test.TestCase):
+    def test_halves_are_disjoint_seeded_and_reindexed(self):
+        root = self.create_tempdir().full_path
+        testing_utils.write_image_folder(root, list(range(0, 22, 2)))
+        source = datasets.load(root)
+        ids = {}
+        for part in ("fit", "heldout"):
+            half = datasets.split(source, part, seed=1)
+            examples = list(half.dataset.as_numpy_iterator())
+            self.assertEqual(
+                [e["index"] for e in examples], list(range(len(examples)))
+            )
+            ids[part] = [e["id"].decode() for e in examples]
+            self.assertEqual(ids[part], sorted(ids[part]))  # Source order.
+            self.assertAllEqual(
+                half.labels(), [int(e["label"]) for e in examples]
+            )
+            # Ranges and index lists read the same examples.
+            self.assertEqual(
+                [e["id"].decode() for e in half.read(2, 4).as_numpy_iterator()],
+                ids[part][2:4],
+            )
+            self.assertEqual(
+                [
+                    int(e["index"])
+                    for e in half.select([3, 1]).as_numpy_iterator()
+                ],
+                [1, 3],
+            )
+        self.assertLen(ids["fit"], 5)
+        self.assertLen(ids["heldout"], 6)
+        self.assertEmpty(set(ids["fit"]) & set(ids["heldout"]))
+        again = datasets.split(source, "fit", seed=1)
+        self.assertEqual(
+            [e["id"].decode() for e in again.dataset.as_numpy_iterator()],
+            ids["fit"],
+        )
+        other = datasets.split(source, "fit", seed=2)
+        self.assertNotEqual(
+            [e["id"].decode() for e in other.dataset.as_numpy_iterator()],
+            ids["fit"],
+        )
+        self.assertIs(datasets.split(source, "all"), source)
+
+    def test_unknown_part_is_an_error(self):
+        root = self.create_tempdir().full_path
+        testing_utils.write_image_folder(root, [0, 2])
+        with self.assertRaisesRegex(ValueError, "split must be one of"):
+            datasets.split(datasets.load(root), "test")

@@ -65,6 +65,13 @@ class DesignTest(tf.test.TestCase):
         with open(os.path.join(workdir, design.PLOT_FILE), "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    def test_fit_split_uses_only_the_fit_half(self):
+        data = self.image_folder()
+        workdir = self.create_tempdir().full_path
+        config = design.Config(data=data, per_class=None, split="fit")
+        result = design.run(config, workdir)
+        self.assertEqual(result.statistics.num_images, 2)  # 5 // 2.
+
     def test_monotone_metadata_records_derived_c(self):
         workdir = self.create_tempdir().full_path
         config = design.Config(

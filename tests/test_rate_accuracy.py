@@ -4,7 +4,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import evaluate
+from compression_helps import datasets, evaluate
 from deepn_jpeg import rate_accuracy, tables
 from tests import testing_utils
 from tests.test_models import tiny_classifier_file
@@ -44,9 +44,9 @@ class BytesAtTop1Test(tf.test.TestCase):
 
 
 class RunTest(tf.test.TestCase):
-    def test_tiny_end_to_end(self):
+    def test_tiny_end_to_end_on_the_heldout_half(self):
         data = self.create_tempdir().full_path
-        testing_utils.write_image_folder(data, [0, 3, 5, 9])
+        testing_utils.write_image_folder(data, [0, 3, 5, 9, 11, 12, 20, 30])
         design = self.create_tempdir().full_path
         luma, chroma = tables.standard_qtables(50)
         tables.save_json(
@@ -62,21 +62,42 @@ class RunTest(tf.test.TestCase):
             tables=design,
             model=model,
             data=data,
+            split="heldout",
+            split_seed=3,
             qualities=(90, 50, 10),
             batch_size=2,
+            diagnostics=("paper",),
+            gain_drops=(0.0, 2.0),
         )
         result = rate_accuracy.run(config, workdir, verbose=False)
-        self.assertEqual(set(result["curves"]), {"original", "jpeg", "paper"})
+        self.assertEqual(
+            set(result["curves"]),
+            {
+                "original",
+                "jpeg",
+                "paper",
+                "paper-luma",
+                "paper-chroma",
+                "jpeg-lumascale",
+                "jpeg-chromascale",
+            },
+        )
         self.assertLen(result["curves"]["jpeg"], 3)
+        self.assertLen(result["gains"], 2 * 5)
         # Same quality, coarser tables: smaller files.
         for jpeg, deepn in zip(
             result["curves"]["jpeg"], result["curves"]["paper"], strict=True
         ):
             self.assertEqual(jpeg["quality"], deepn["quality"])
             self.assertLess(deepn["bytes"], jpeg["bytes"])
-        # Quality 50 is the table itself: the file holds exactly it.
+        # Only the held-out half was evaluated.
         predictions = evaluate.Predictions.load(
             os.path.join(workdir, "predictions.npz")
+        )
+        heldout = datasets.split(datasets.load(data), "heldout", 3)
+        self.assertAllEqual(
+            predictions.ids,
+            [e["id"].decode() for e in heldout.dataset.as_numpy_iterator()],
         )
         self.assertIn("paper_q50", predictions.names.tolist())
         with open(os.path.join(workdir, "rate_accuracy.json")) as f:
@@ -84,3 +105,42 @@ class RunTest(tf.test.TestCase):
         self.assertTrue(
             os.path.exists(os.path.join(workdir, "rate_accuracy.png"))
         )
+        self.assertIn("| paper-luma |", rate_accuracy.to_text(result))
+
+
+class DiagnosticsTest(tf.test.TestCase):
+    def test_diagnostic_curves_mix_the_tables(self):
+        luma = np.full([8, 8], 7, np.int32)
+        chroma = np.full([8, 8], 200, np.int32)
+        result = rate_accuracy.curve_tables(
+            {"paper": (luma, chroma)}, 50, ("paper",), diagnostic_quality=90
+        )
+        std_luma, std_chroma = tables.standard_qtables(50)
+        self.assertAllEqual(result["jpeg"][0], std_luma)
+        self.assertAllEqual(result["paper-luma"][0], luma)
+        self.assertAllEqual(result["paper-luma"][1], std_chroma)
+        self.assertAllEqual(result["paper-chroma"][0], std_luma)
+        self.assertAllEqual(result["paper-chroma"][1], chroma)
+        fixed_luma, fixed_chroma = tables.standard_qtables(90)
+        self.assertAllEqual(result["jpeg-lumascale"][0], std_luma)
+        self.assertAllEqual(result["jpeg-lumascale"][1], fixed_chroma)
+        self.assertAllEqual(result["jpeg-chromascale"][0], fixed_luma)
+        self.assertAllEqual(result["jpeg-chromascale"][1], std_chroma)
+
+    def test_unknown_diagnostics_name_is_an_error(self):
+        with self.assertRaisesRegex(ValueError, "not table sets"):
+            rate_accuracy.curve_tables({}, 50, ("paper",))
+
+    def test_folders_give_every_tables_file_paper_first(self):
+        folder = self.create_tempdir().full_path
+        luma, chroma = tables.standard_qtables(50)
+        for name in ("fit-plm-qf50", "monotone", "paper"):
+            tables.save_json(
+                os.path.join(folder, f"qtables_{name}.json"), luma, chroma
+            )
+        found = rate_accuracy.load_tablesets(folder)
+        self.assertEqual(list(found), ["paper", "monotone", "fit-plm-qf50"])
+        with self.assertRaisesRegex(ValueError, "two table sets"):
+            rate_accuracy.load_tablesets((folder, folder))
+        with self.assertRaisesRegex(FileNotFoundError, "no such"):
+            rate_accuracy.load_tablesets(folder + "/missing")
