@@ -159,11 +159,15 @@ class Source:
             return self.read_indices(indices)
         if not len(indices):
             return self.read(0, 0)
-        # Read only the covering range; keep the wanted indices.
-        wanted = tf.constant(indices)
-        dataset = self.read(int(indices[0]), int(indices[-1]) + 1)
-        return dataset.filter(
-            lambda e: tf.reduce_any(tf.equal(wanted, e["index"]))
+        # Read only the covering range; keep the wanted indices. A mask
+        # lookup costs O(1) per example (millions of indices for a split of
+        # the ImageNet training set).
+        first, stop = int(indices[0]), int(indices[-1]) + 1
+        mask = np.zeros(stop - first, bool)
+        mask[indices - first] = True
+        wanted = tf.constant(mask)
+        return self.read(first, stop).filter(
+            lambda e: wanted[e["index"] - first]
         )
 
     def path_of(self, example_id: str) -> str:

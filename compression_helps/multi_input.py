@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from compression_helps import candidates, models
+from compression_helps import candidates, evaluate, models
 
 __all__ = [
     "BACKBONE_LAYER",
@@ -49,6 +49,7 @@ __all__ = [
     "SERVE_BYTES_ENDPOINT",
     "SERVE_ENDPOINT",
     "Preprocess",
+    "backbone_alone",
     "build_head",
     "build_multi_input_model",
     "cache_features",
@@ -58,6 +59,7 @@ __all__ = [
     "init_head",
     "input_names",
     "make_dataset",
+    "predict_batch",
     "split_classifier",
     "to_inputs",
 ]
@@ -131,6 +133,11 @@ class Preprocess(keras.layers.Layer):
     def get_config(self) -> dict:
         """The constructor arguments."""
         return {**super().get_config(), "model": self.model}
+
+
+def _registry_name(classifier: models.Classifier) -> str | None:
+    # Registry models take normalised inputs; model files normalise inside.
+    return classifier.name if classifier.name in models.REGISTRY else None
 
 
 def split_classifier(
@@ -277,9 +284,6 @@ def build_multi_input_model(
     if head is None:
         head = build_head(len(names), num_features, classifier.num_classes)
         init_head(head, dense, head_init, seed)
-    registry_name = (
-        classifier.name if classifier.name in models.REGISTRY else None
-    )
     size = classifier.image_size
     inputs = {
         name: keras.Input((size, size, 3), dtype="uint8", name=name)
@@ -287,9 +291,9 @@ def build_multi_input_model(
     }
     stacked = []
     for name in names:
-        pixels = Preprocess(registry_name, name=f"preprocess_{name}")(
-            inputs[name]
-        )
+        pixels = Preprocess(
+            _registry_name(classifier), name=f"preprocess_{name}"
+        )(inputs[name])
         features = extractor(pixels)  # [B, F], the same instance for all.
         stacked.append(
             keras.layers.Reshape((1, num_features), name=f"features_{name}")(
@@ -299,6 +303,24 @@ def build_multi_input_model(
     features = keras.layers.Concatenate(axis=1, name=_STACK_LAYER)(stacked)
     probabilities = head(features)  # [B, C]
     return keras.Model(inputs, probabilities, name="multi_input")
+
+
+def backbone_alone(classifier: models.Classifier) -> keras.Model:
+    """The backbone on the original only, with the multi-input model's input.
+
+    The baseline the multi-input model is compared with: its predictions
+    are those of a `head_init="backbone"` model before training.
+
+    Args:
+      classifier: the backbone; its layers are shared, not copied.
+
+    Returns:
+      `[B, S, S, 3]` uint8 -> `[B, C]` probabilities.
+    """
+    size = classifier.image_size
+    images = keras.Input((size, size, 3), dtype="uint8", name=ORIGINAL)
+    pixels = Preprocess(_registry_name(classifier))(images)
+    return keras.Model(images, classifier.model(pixels), name="backbone_alone")
 
 
 def features_model(model: keras.Model) -> keras.Model:
@@ -337,6 +359,7 @@ def make_dataset(
     training: bool = False,
     seed: int | None = None,
     shuffle_buffer: int = 1024,
+    data_service: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of the model's inputs and labels, built on host threads.
 
@@ -349,9 +372,12 @@ def make_dataset(
       qualities: JPEG QFs of candidates 1..V-1.
       batch_size: images per batch.
       training: shuffle (before the JPEG work, so that the buffer holds only
-        files) and repeat-free.
+        files); never repeats (Keras iterates once per epoch).
       seed: shuffle seed.
       shuffle_buffer: examples in the shuffle buffer.
+      data_service: tf.data service dispatcher (`grpc://host:port`) whose
+        workers do the JPEG work; batches then arrive in any order. Each
+        iteration (each epoch) is a job of its own.
 
     Returns:
       `({name: [B, S, S, 3] uint8}, [B] int32 labels)`.
@@ -362,12 +388,38 @@ def make_dataset(
         )
     names = input_names(qualities)
     batches = candidates.candidate_batches(
-        dataset, resize, qualities, batch_size=batch_size
+        dataset,
+        resize,
+        qualities,
+        batch_size=batch_size,
+        data_service=data_service,
     )
     return batches.map(
         lambda batch: (to_inputs(batch, names), batch["label"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+
+
+def predict_batch(
+    model: keras.Model, inputs: tf.Tensor | Mapping[str, tf.Tensor]
+) -> np.ndarray:
+    """`model.predict_on_batch` that also splits the batch over replicas.
+
+    Under a multi-replica `tf.distribute` strategy Keras' `predict_on_batch`
+    gives every replica the whole batch and concatenates their outputs;
+    `predict` on a one-batch data set splits it instead.
+
+    Args:
+      model: any Keras model.
+      inputs: one batch of its inputs.
+
+    Returns:
+      Its outputs as NumPy.
+    """
+    if model.distribute_strategy.num_replicas_in_sync == 1:
+        return np.asarray(model.predict_on_batch(inputs))
+    batch = tf.data.Dataset.from_tensors(inputs)
+    return np.asarray(model.predict(batch, verbose=0))
 
 
 def compute_features(
@@ -376,45 +428,60 @@ def compute_features(
     resize: Callable[[tf.Tensor], tf.Tensor],
     qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
     batch_size: int = 32,
+    data_service: str | None = None,
+    verbose: bool = True,
 ) -> dict[str, np.ndarray]:
     """One pass of the backbone per candidate over a data set.
 
     Args:
       model: a `build_multi_input_model` model.
-      dataset: example dicts (see `datasets`), in a fixed order.
+      dataset: example dicts (see `datasets`).
       resize: the backbone's crop and resize.
       qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
       batch_size: images per backbone call (the backbone sees each
         candidate's batch in turn).
+      data_service: tf.data service dispatcher whose workers do the JPEG
+        work (see `candidates.candidate_batches`).
+      verbose: show a progress bar.
 
     Returns:
       `{"features": [N, V, F] float32, "labels": [N] int32, "index": [N]
-      int64, "ids": [N] str}` for the images that decoded, in order.
+      int64, "ids": [N] str}` for the images that decoded, in `index` order
+      (whatever order the batches came in).
     """
     extract = features_model(model)
     names = input_names(qualities)
     batches = candidates.candidate_batches(
-        dataset, resize, qualities, batch_size=batch_size
+        dataset,
+        resize,
+        qualities,
+        batch_size=batch_size,
+        data_service=data_service,
+    )
+    total = int(dataset.cardinality())
+    progress = keras.utils.Progbar(
+        total if total >= 0 else None,  # Negative: unknown or infinite.
+        unit_name="image",
+        verbose=1 if verbose else 0,
     )
     features, labels, index, ids = [], [], [], []
-    for step, batch in enumerate(batches):
-        features.append(
-            np.asarray(extract.predict_on_batch(to_inputs(batch, names)))
-        )
+    for batch in batches:
+        features.append(predict_batch(extract, to_inputs(batch, names)))
         labels.append(batch["label"].numpy())
         index.append(batch["index"].numpy())
-        ids.append(batch["id"].numpy())
-        if step % 10 == 0:
-            logging.info("features: %d images", sum(len(x) for x in labels))
-    num_features = int(extract.output.shape[-1])
+        ids.extend(i.decode() for i in batch["id"].numpy())
+        progress.add(len(labels[-1]))
     if not features:
-        empty = np.zeros((0, len(names), num_features), np.float32)
-        features, labels, index, ids = [empty], [[]], [[]], [[]]
+        num_features = int(extract.output.shape[-1])
+        features = [np.zeros((0, len(names), num_features), np.float32)]
+        labels, index = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+    index = np.concatenate(index).astype(np.int64)
+    order = np.argsort(index, kind="stable")
     return {
-        "features": np.concatenate(features).astype(np.float32),
-        "labels": np.concatenate(labels).astype(np.int32),
-        "index": np.concatenate(index).astype(np.int64),
-        "ids": np.array([i.decode() for x in ids for i in x], dtype=str),
+        "features": np.concatenate(features).astype(np.float32)[order],
+        "labels": np.concatenate(labels).astype(np.int32)[order],
+        "index": index[order],
+        "ids": np.array(ids, dtype=str).reshape(-1)[order],
     }
 
 
@@ -426,26 +493,33 @@ def cache_features(
     qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
     batch_size: int = 32,
     key: Mapping[str, object] | None = None,
+    data_service: str | None = None,
+    verbose: bool = True,
 ) -> dict[str, np.ndarray]:
     """`compute_features`, saved to (and next time read from) an .npz file.
+
+    The backbone is frozen, so its features never change during training:
+    computing them once makes every epoch cost only the head.
 
     Args:
       path: the .npz file.
       model: a `build_multi_input_model` model with a frozen backbone.
-      dataset: example dicts, in a fixed order.
+      dataset: example dicts.
       resize: the backbone's crop and resize.
       qualities: JPEG QFs of candidates 1..V-1.
       batch_size: images per backbone call.
       key: what the features depend on (backbone, weights, data, image
-        size, ...), JSON-serialisable; a cache made with another key is an
-        error rather than silently reused.
+        size, ...), JSON-serialisable; a cache made with another key is
+        stale and computed again.
+      data_service: see `compute_features`.
+      verbose: see `compute_features`.
 
     Returns:
       See `compute_features`.
 
     Raises:
-      ValueError: the cache was made with another key, or the backbone is
-        trainable (its features would change during training).
+      ValueError: the backbone is trainable (its features would change
+        during training).
     """
     if model.get_layer(BACKBONE_LAYER).trainable:
         raise ValueError("cached features need a frozen backbone")
@@ -459,18 +533,20 @@ def cache_features(
     )
     if os.path.exists(path):
         with np.load(path) as cached:
-            if str(cached["key"]) != key_json:
-                raise ValueError(
-                    f"{path}: features cached for {cached['key']}, not for "
-                    f"{key_json}; delete it or use another workdir"
-                )
-            logging.info("Reusing cached features %s", path)
-            return {k: cached[k] for k in cached.files if k != "key"}
-    arrays = compute_features(model, dataset, resize, qualities, batch_size)
-    # Write then rename: an interrupted run never leaves a partial cache.
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, key=np.array(key_json), **arrays)
-    os.replace(path + ".tmp", path)
+            if str(cached["key"]) == key_json:
+                logging.info("Reusing cached features %s", path)
+                return {k: cached[k] for k in cached.files if k != "key"}
+            logging.warning(
+                "%s: features cached for %s, not for %s: computing them again",
+                path,
+                cached["key"],
+                key_json,
+            )
+    arrays = compute_features(
+        model, dataset, resize, qualities, batch_size, data_service, verbose
+    )
+    # Atomic: an interrupted run never leaves a partial cache.
+    evaluate.write_npz(path, {"key": np.array(key_json), **arrays})
     return arrays
 
 
@@ -486,7 +562,11 @@ def export_saved_model(
     `{name: [B, S, S, 3] uint8}`; `SERVE_BYTES_ENDPOINT` takes `image_bytes`,
     `[B]` tf.string image files, and makes the candidates inside
     (`candidates.make_candidates`: JPEG encode, decode, the backbone's crop
-    and resize, rounding to uint8). Both return `[B, C]` probabilities.
+    and resize, rounding to uint8), exactly as `make_dataset` does for
+    training. Both return `[B, C]` probabilities. A file that cannot be
+    decoded fails the whole call (the caller sees which batch). Candidates
+    from `candidates.Codec`s built on `tf.numpy_function` (custom tables)
+    cannot be saved: export standard JPEG QFs.
 
     Args:
       model: a `build_multi_input_model` model.
@@ -495,7 +575,7 @@ def export_saved_model(
       qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
     """
     names = input_names(qualities)
-    size = int(model.input_shape[names[0]][1])
+    size = int(model.get_layer(names[0]).output.shape[1])  # The InputLayer.
     qualities = tuple(qualities)
     archive = keras.export.ExportArchive()
     archive.track(model)

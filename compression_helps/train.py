@@ -4,16 +4,20 @@ Yang et al. 2021 train only the new softmax head over the concatenated pooled
 features of the original and its JPEG versions; the backbone stays frozen.
 So by default the backbone runs once per candidate image
 (`multi_input.cache_features`, `<workdir>/features.npz`) and the head trains
-on the cached features. With `cache_features=False` (or a trainable
-backbone) the full multi-input model trains on the image pipeline instead.
+on the cached features. The cache holds N x V x F float32 values (about 4.5
+GB for 50,000 images with Inception V3), so for the ImageNet training set
+use `cache_features=False`: the full multi-input model then trains on the
+image pipeline, as it also does with a trainable backbone.
 
 `experiments/train_multi_input.py` is its command line. The workdir holds:
 
-    config.json    the resolved config (a rerun must match it to resume)
-    features.npz   cached [N, V, F] pooled features, labels, ids
-    backup/        keras.callbacks.BackupAndRestore state: a rerun with the
-                   same workdir resumes after the last finished epoch
-    logs/          TensorBoard (where the tensorboard package is installed)
+    config.json    the resolved config (`resume` needs the same one, except
+                   for `RESUMABLE_CHANGES` such as more epochs)
+    features.npz   cached [N, V, F] pooled features, labels, ids (reused
+                   while the backbone, weights, data and QFs are the same)
+    backup/        keras.callbacks.BackupAndRestore state after every epoch:
+                   `resume=True` continues after the last finished epoch
+    logs/          TensorBoard scalars per epoch (logs/train, logs/validation)
     metrics.jsonl  one line of training metrics per epoch
     model.keras    the full multi-input model (head trained)
     results.json   top-1/top-5 of the backbone alone and of the model on the
@@ -26,24 +30,27 @@ the validation set; here one data source is split by image.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.framework import summary_pb2
 
 from compression_helps import candidates, datasets, models, multi_input
+from compression_helps import workdir as workdir_lib
 
 __all__ = [
     "OPTIMIZERS",
+    "RESUMABLE_CHANGES",
     "STRATEGIES",
     "Config",
-    "make_optimizer",
     "export_from_workdir",
+    "make_optimizer",
     "make_strategy",
     "smoke_config",
     "split_by_image",
@@ -54,8 +61,20 @@ OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 SGD_MOMENTUM = 0.9
 TOP_K = 5
-# Settings a resumed run may change: they do not change what is trained.
-_RESUMABLE_CHANGES = ("epochs", "strategy", "tpu", "num_cpu_devices")
+# Settings a resumed run may change: more epochs, or where the work runs.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "strategy",
+    "tpu",
+    "num_cpu_devices",
+    "data_service",
+)
+_FEATURES_FILE = "features.npz"
+_MODEL_FILE = "model.keras"
+_RESULTS_FILE = "results.json"
+_METRICS_FILE = "metrics.jsonl"
+_BACKUP_DIR = "backup"
+_LOG_DIR = "logs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +105,9 @@ class Config:
       tpu: TPU name or address for `strategy="tpu"` ("" for the local one).
       num_cpu_devices: split the CPU into this many logical devices (for
         `mirrored` without GPUs, e.g. in tests); 0: leave as is.
+      data_service: tf.data service dispatcher (`grpc://host:port`) whose
+        workers do the JPEG work (feature caching and image training);
+        None: this process does it.
     """
 
     model: str = "efficientnet_lite0"
@@ -108,6 +130,7 @@ class Config:
     strategy: str = "default"
     tpu: str = ""
     num_cpu_devices: int = 0
+    data_service: str | None = None
 
 
 def smoke_config(config: Config) -> Config:
@@ -250,51 +273,93 @@ def _topk(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def _prepare_workdir(workdir: str, config: Config) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
-        changed = sorted(
-            k
-            for k in current
-            if previous.get(k) != current[k] and k not in _RESUMABLE_CHANGES
-        )
-        if changed:
-            raise ValueError(
-                f"{path}: {workdir} holds a run with other settings "
-                f"({', '.join(changed)}); use a new workdir"
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    # Only one worker of a multi-worker run writes the workdir's files.
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "", "chief"):
+        return True
+    # Without a "chief" task, worker 0 is the chief (the TF_CONFIG rule).
+    cluster = resolver.cluster_spec().as_dict()
+    is_worker_0 = resolver.task_type == "worker" and resolver.task_id == 0
+    return is_worker_0 and "chief" not in cluster
+
+
+def _prepare_workdir(workdir: str, config: Config, resume: bool) -> None:
+    workdir_lib.prepare(workdir)
+    workdir_lib.write_config(workdir, config, resume, RESUMABLE_CHANGES)
+    if not resume:  # A fresh run; the feature cache checks itself.
+        shutil.rmtree(os.path.join(workdir, _BACKUP_DIR), ignore_errors=True)
+        shutil.rmtree(os.path.join(workdir, _LOG_DIR), ignore_errors=True)
+        for name in (_METRICS_FILE, _MODEL_FILE, _RESULTS_FILE):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.remove(os.path.join(workdir, name))
+
+
+class _EpochLogs(keras.callbacks.Callback):
+    """Appends each epoch's metrics to a JSON-lines file and TensorBoard.
+
+    Keras' `TensorBoard` callback needs the tensorboard package, which
+    TensorFlow no longer installs; `tf.summary.write` with the scalars
+    plugin's metadata writes the same event files with TensorFlow alone.
+    """
+
+    def __init__(self, workdir: str):
+        super().__init__()
+        self._metrics_path = os.path.join(workdir, _METRICS_FILE)
+        self._log_dir = os.path.join(workdir, _LOG_DIR)
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+        metadata = summary_pb2.SummaryMetadata()
+        metadata.plugin_data.plugin_name = "scalars"
+        self._metadata = metadata.SerializeToString()
+
+    def _writer(self, split: str) -> tf.summary.SummaryWriter:
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(
+                os.path.join(self._log_dir, split)
             )
-    with open(path, "w") as f:
-        json.dump(current, f, indent=2)
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Writes the epoch's metrics (`val_*` under logs/validation)."""
+        row = {k: float(v) for k, v in (logs or {}).items()}
+        logging.info("epoch %d: %s", epoch + 1, row)
+        with open(self._metrics_path, "a") as f:
+            f.write(json.dumps({"epoch": epoch + 1, **row}) + "\n")
+        for name, value in row.items():
+            split = "validation" if name.startswith("val_") else "train"
+            tag = "epoch_" + name.removeprefix("val_")  # Keras' tag names.
+            with self._writer(split).as_default():
+                tf.summary.write(
+                    tag, value, step=epoch + 1, metadata=self._metadata
+                )
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Closes the event files."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
 
 
-def _callbacks(workdir: str) -> list[keras.callbacks.Callback]:
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-
-    def log_epoch(epoch: int, logs: dict | None) -> None:
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        logging.info("epoch %s", row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
+def _callbacks(
+    workdir: str, strategy: tf.distribute.Strategy
+) -> list[keras.callbacks.Callback]:
     callbacks = [
-        # Kept after training (delete_checkpoint=False): a rerun then finds
-        # all epochs done, and a larger `epochs` continues from there.
+        # Kept after training (delete_checkpoint=False): a resumed run with
+        # more epochs continues from the last one.
         keras.callbacks.BackupAndRestore(
-            os.path.join(workdir, "backup"), delete_checkpoint=False
+            os.path.join(workdir, _BACKUP_DIR), delete_checkpoint=False
         ),
-        keras.callbacks.LambdaCallback(on_epoch_end=log_epoch),
     ]
-    # tf.summary needs the tensorboard package, which TF no longer requires.
-    if importlib.util.find_spec("tensorboard") is not None:
-        log_dir = os.path.join(workdir, "logs")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir))
-    else:
-        logging.warning("tensorboard is not installed: no TensorBoard logs")
+    if _is_chief(strategy):
+        callbacks.append(_EpochLogs(workdir))
     return callbacks
+
+
+def _labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # Label -1: the file name names no ImageNet class; nothing to learn.
+    return dataset.filter(lambda example: example["label"] >= 0)
 
 
 def _features_dataset(
@@ -312,19 +377,37 @@ def _features_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def _fit(
+    trained: keras.Model,
+    train: tf.data.Dataset,
+    evaluation: tf.data.Dataset,
+    config: Config,
+    workdir: str,
+    verbose: bool,
+) -> None:
+    trained.fit(
+        train,
+        epochs=config.epochs,
+        validation_data=evaluation,
+        shuffle=False,  # The data sets shuffle themselves, seeded.
+        callbacks=_callbacks(workdir, trained.distribute_strategy),
+        verbose=1 if verbose else 0,
+    )
+
+
 def _train_on_features(
     config: Config,
     workdir: str,
     model: keras.Model,
-    backbone_head: keras.Model,
     classifier: models.Classifier,
     source: datasets.Source,
     is_eval: np.ndarray,
+    verbose: bool,
 ) -> dict:
     cached = multi_input.cache_features(
-        os.path.join(workdir, "features.npz"),
+        os.path.join(workdir, _FEATURES_FILE),
         model,
-        source.dataset,
+        _labelled(source.dataset),
         classifier.resize,
         config.qualities,
         config.batch_size,
@@ -335,44 +418,46 @@ def _train_on_features(
             "limit": config.limit,
             "image_size": classifier.image_size,
         },
+        data_service=config.data_service,
+        verbose=verbose,
     )
+    # Unlabelled or undecodable images are missing from the cache.
     held_out = is_eval[cached["index"]]
     features, labels = cached["features"], cached["labels"]
-    train = _features_dataset(
-        features[~held_out], labels[~held_out], config.batch_size, True, 0
-    )
-    evaluation = _features_dataset(
-        features[held_out], labels[held_out], config.batch_size, False, 0
-    )
+
+    def rows(held: bool) -> tf.data.Dataset:
+        keep = held_out == held
+        return _features_dataset(
+            features[keep],
+            labels[keep],
+            config.batch_size,
+            training=not held,
+            seed=config.seed,
+        )
+
     head = model.get_layer(multi_input.HEAD_LAYER)
-    head.fit(
-        train,
-        epochs=config.epochs,
-        validation_data=evaluation,
-        callbacks=_callbacks(workdir),
-        verbose=0,
+    # The backbone alone: its own classifier on the original's features.
+    with head.distribute_strategy.scope():
+        backbone_head = multi_input.build_head(
+            *head.input.shape[1:], classifier.num_classes, name="backbone_head"
+        )
+    multi_input.init_head(
+        backbone_head, multi_input.split_classifier(classifier.model)[1]
     )
+    _fit(head, rows(False), rows(True), config, workdir, verbose)
     eval_features, eval_labels = features[held_out], labels[held_out]
     return {
         "num_train": int(np.sum(~held_out)),
         "num_eval": int(np.sum(held_out)),
         "eval_ids": cached["ids"][held_out].tolist(),
         "backbone": _topk(
-            backbone_head.predict(eval_features, verbose=0), eval_labels
+            multi_input.predict_batch(backbone_head, eval_features),
+            eval_labels,
         ),
         "multi_input": _topk(
-            head.predict(eval_features, verbose=0), eval_labels
+            multi_input.predict_batch(head, eval_features), eval_labels
         ),
     }
-
-
-def _split_dataset(
-    source: datasets.Source, is_eval: np.ndarray, held_out: bool
-) -> tf.data.Dataset:
-    mask = tf.constant(is_eval)
-    return source.dataset.filter(
-        lambda example: tf.equal(mask[example["index"]], held_out)
-    )
 
 
 def _predict_images(
@@ -380,7 +465,9 @@ def _predict_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     probabilities, labels = [], []
     for inputs, batch_labels in dataset:
-        probabilities.append(np.asarray(model.predict_on_batch(inputs)))
+        if len(model.inputs) == 1:  # The backbone alone sees the original.
+            inputs = inputs[multi_input.ORIGINAL]
+        probabilities.append(multi_input.predict_batch(model, inputs))
         labels.append(batch_labels.numpy())
     return np.concatenate(probabilities), np.concatenate(labels)
 
@@ -389,48 +476,50 @@ def _train_on_images(
     config: Config,
     workdir: str,
     model: keras.Model,
-    backbone_model: keras.Model,
     classifier: models.Classifier,
     source: datasets.Source,
     is_eval: np.ndarray,
+    verbose: bool,
 ) -> dict:
-    def images(held_out: bool, training: bool) -> tf.data.Dataset:
+    def images(held_out: bool) -> tf.data.Dataset:
         return multi_input.make_dataset(
-            _split_dataset(source, is_eval, held_out),
+            _labelled(source.select(np.flatnonzero(is_eval == held_out))),
             classifier.resize,
             config.qualities,
             config.batch_size,
-            training=training,
+            training=not held_out,
             seed=config.seed,
+            data_service=config.data_service,
         )
 
     # Before training: a trainable backbone shares its layers with the model.
-    probabilities, labels = _predict_images(backbone_model, images(True, False))
-    backbone = _topk(probabilities, labels)
-    model.fit(
-        images(False, True),
-        epochs=config.epochs,
-        validation_data=images(True, False),
-        callbacks=_callbacks(workdir),
-        verbose=0,
-    )
-    probabilities, labels = _predict_images(model, images(True, False))
+    with model.distribute_strategy.scope():
+        backbone = multi_input.backbone_alone(classifier)
+    probabilities, labels = _predict_images(backbone, images(True))
+    backbone_metrics = _topk(probabilities, labels)
+    _fit(model, images(False), images(True), config, workdir, verbose)
+    probabilities, labels = _predict_images(model, images(True))
     return {
         "num_train": int(np.sum(~is_eval)),
         "num_eval": len(labels),
-        "backbone": backbone,
+        "backbone": backbone_metrics,
         "multi_input": _topk(probabilities, labels),
     }
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict:
+def train_and_evaluate(
+    config: Config, workdir: str, resume: bool = False, verbose: bool = True
+) -> dict:
     """Trains the multi-input model, evaluates it against the backbone alone.
-
-    Rerunning with the same workdir resumes (see the module docstring).
 
     Args:
       config: what to train.
-      workdir: output directory (created).
+      workdir: output directory (created; see the module docstring).
+      resume: continue an interrupted (or finished, with more `epochs`) run
+        in `workdir` after its last finished epoch; its config must be the
+        same except for `RESUMABLE_CHANGES`. False starts afresh (only the
+        feature cache is kept, and reused if still valid).
+      verbose: progress bars.
 
     Returns:
       The results (also `<workdir>/results.json`): top-1/top-5 of the
@@ -438,32 +527,32 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
       on the held-out images, with the split sizes and wall time.
 
     Raises:
-      ValueError: invalid settings, or a workdir holding another run.
+      ValueError: invalid settings, or resuming a workdir of another run.
     """
     start = time.time()
+    # First: a multi-worker strategy must exist before any other TF work.
     strategy = make_strategy(
         config.strategy, config.tpu, config.num_cpu_devices
     )
     if config.head_init not in multi_input.HEAD_INITS:
         raise ValueError(f"head_init must be one of {multi_input.HEAD_INITS}")
+    make_optimizer(config.optimizer, config.learning_rate)  # Checks the name.
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
     cache = config.cache_features and not config.train_backbone
     qualities = tuple(candidates.validate_qualities(config.qualities))
     data = config.data or datasets.sample_images_dir()
     source = datasets.load(data, config.limit, config.tfds_data_dir)
     if source.num_examples is None:
         raise ValueError(f"{source.description}: unknown size; pass a limit")
+    is_eval = split_by_image(
+        source.num_examples, config.num_eval, config.eval_fraction, config.seed
+    )
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         classifier = models.load_classifier(
             config.model, config.weights, config.image_size
         )
-        config = dataclasses.replace(
-            config,
-            data=data,
-            qualities=qualities,
-            image_size=classifier.image_size,
-        )
-        _prepare_workdir(workdir, config)
         model = multi_input.build_multi_input_model(
             classifier,
             qualities,
@@ -471,46 +560,27 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
             head_init=config.head_init,
             seed=config.seed,
         )
-        head = model.get_layer(multi_input.HEAD_LAYER)
-        # The backbone alone: its own classifier on the original's features.
-        backbone_head = multi_input.build_head(
-            len(multi_input.input_names(qualities)),
-            int(head.input.shape[-1]),
-            classifier.num_classes,
-            name="backbone_head",
-        )
-        multi_input.init_head(
-            backbone_head, multi_input.split_classifier(classifier.model)[1]
-        )
-        trained = head if cache else model
+        trained = model.get_layer(multi_input.HEAD_LAYER) if cache else model
         trained.compile(
             optimizer=make_optimizer(config.optimizer, config.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=_metrics(),
         )
+    config = dataclasses.replace(
+        config, data=data, qualities=qualities, image_size=classifier.image_size
+    )
+    if _is_chief(strategy):
+        _prepare_workdir(workdir, config, resume)
     logging.info(
-        "Training the multi-input model on %s, %d replica(s)",
+        "Training the multi-input model on %s (%d held out), %d replica(s)",
         source.description,
+        int(is_eval.sum()),
         strategy.num_replicas_in_sync,
     )
-    is_eval = split_by_image(
-        source.num_examples, config.num_eval, config.eval_fraction, config.seed
+    train_fn = _train_on_features if cache else _train_on_images
+    results = train_fn(
+        config, workdir, model, classifier, source, is_eval, verbose
     )
-    if cache:
-        results = _train_on_features(
-            config, workdir, model, backbone_head, classifier, source, is_eval
-        )
-    else:
-        original = model.get_layer(f"preprocess_{multi_input.ORIGINAL}")
-        pixels = keras.Input(original.input.shape[1:], dtype="uint8")
-        normalised = multi_input.Preprocess(original.model)(pixels)
-        backbone_model = keras.Model(
-            pixels, classifier.model(normalised), name="backbone_alone"
-        )
-        results = _train_on_images(
-            config, workdir, model, backbone_model, classifier, source, is_eval
-        )
-    model.save(os.path.join(workdir, "model.keras"))
     results = {
         "model": config.model,
         "inputs": list(multi_input.input_names(qualities)),
@@ -519,8 +589,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
         **results,
         "wall_time_s": time.time() - start,
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    if _is_chief(strategy):
+        model.save(os.path.join(workdir, _MODEL_FILE))
+        with open(os.path.join(workdir, _RESULTS_FILE), "w") as f:
+            json.dump(results, f, indent=2)
     logging.info(
         "Held-out top-1/top-5: backbone %s, multi-input %s",
         results["backbone"],
@@ -544,10 +616,10 @@ def export_from_workdir(workdir: str, export_dir: str | None = None) -> str:
     Raises:
       FileNotFoundError: no trained model in `workdir`.
     """
-    model_path = os.path.join(workdir, "model.keras")
+    model_path = os.path.join(workdir, _MODEL_FILE)
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path}: no trained model")
-    with open(os.path.join(workdir, "config.json")) as f:
+    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
         config = json.load(f)
     # Only for its crop and resize: random weights are enough.
     classifier = models.load_classifier(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -42,13 +42,21 @@ def prepare(workdir: str) -> None:
         raise PermissionError(f"{workdir}: workdir is not writable")
 
 
-def write_config(workdir: str, config: Any, resume: bool = False) -> None:
+def write_config(
+    workdir: str,
+    config: Any,
+    resume: bool = False,
+    may_change: Sequence[str] = (),
+) -> None:
     """Writes a dataclass config to `<workdir>/config.json`.
 
     Args:
       workdir: an existing directory.
       config: a dataclass instance (JSON-serialisable fields).
       resume: first check that the workdir's config, if any, is the same.
+      may_change: fields a resumed run may change (e.g. the number of
+        epochs, or where the work runs): they do not change the results
+        already in the workdir.
 
     Raises:
       ValueError: resuming a workdir written with other settings.
@@ -58,10 +66,12 @@ def write_config(workdir: str, config: Any, resume: bool = False) -> None:
     if resume and os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        if previous != current:
-            changed = sorted(
-                k for k in current if previous.get(k) != current[k]
-            )
+        changed = sorted(
+            k
+            for k in current.keys() | previous.keys()
+            if previous.get(k) != current.get(k) and k not in may_change
+        )
+        if changed:
             raise ValueError(
                 f"{path}: cannot resume a run with other settings "
                 f"({', '.join(changed)}); use a new --workdir or drop --resume"

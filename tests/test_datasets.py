@@ -182,3 +182,13 @@ class SplitTest(tf.test.TestCase):
         testing_utils.write_image_folder(root, [0, 2])
         with self.assertRaisesRegex(ValueError, "split must be one of"):
             datasets.split(datasets.load(root), "test")
+
+    def test_select_without_read_indices_filters_the_covering_range(self):
+        def read(start, stop):
+            index = tf.data.Dataset.range(start, 20 if stop is None else stop)
+            return index.map(lambda i: {"index": i})
+
+        source = datasets.Source(read, 20, "range")
+        selected = source.select([9, 2, 5, 2])
+        self.assertEqual([int(e["index"]) for e in selected], [2, 5, 9])
+        self.assertEmpty(list(source.select([])))

@@ -1,0 +1,46 @@
+r"""Exports a trained multi-input model (Yang et al. 2021) as a SavedModel.
+
+Reads model.keras and config.json from a train_multi_input.py --workdir and
+writes a SavedModel with two signatures: `serve` (also `serving_default`)
+takes the V uint8 candidate images keyed by input name (`original`, `qf100`,
+..., `qf10`, each `[B, S, S, 3]`); `serve_bytes` takes `image_bytes`, a `[B]`
+batch of encoded images, and makes the JPEG candidates itself. Both return
+`[B, 1000]` class probabilities.
+
+    python -m experiments.export_savedmodel --workdir=/tmp/mi \
+        --export_dir=/tmp/mi/saved_model
+
+About 40 seconds for efficientnet_lite0 on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from compression_helps import train
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "train_multi_input.py output dir.", required=True
+)
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "SavedModel dir (default: <workdir>/saved_model)."
+)
+
+
+def main(argv: Sequence[str]) -> None:
+    """Exports the model."""
+    if len(argv) > 1:
+        raise app.UsageError("Too many command-line arguments.")
+    try:
+        path = train.export_from_workdir(_WORKDIR.value, _EXPORT_DIR.value)
+    except (ValueError, OSError) as e:  # Usage and data errors: one line.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,797 @@
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from compression_helps import (
+    candidates,
+    datasets,
+    models,
+    multi_input,
+    train,
+    workdir,
+)
+from tests import testing_utils
+
+QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
+NAMES = ("original", "qf90", "qf10")
+TINY_SIZE = 16
+
+
+def tiny_classifier_file(folder, num_classes=1000, seed=0):
+    """A `.keras` classifier shaped like the registry's: pool, dropout, dense.
+
+    Float [0, 255] inputs (model files normalise inside, see `models`).
+    """
+    keras.utils.set_random_seed(seed)
+    pixels = keras.Input((TINY_SIZE, TINY_SIZE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(pixels)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    probabilities = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        name="predictions",
+        bias_initializer=keras.initializers.RandomNormal(seed=seed),
+    )(x)
+    path = os.path.join(folder, "tiny.keras")
+    keras.Model(pixels, probabilities).save(path)
+    return path
+
+
+def random_inputs(size, batch=2, names=NAMES, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+        for name in names
+    }
+
+
+def backbone_probabilities(classifier, images_uint8):
+    pixels = classifier.preprocess_input(tf.cast(images_uint8, tf.float32))
+    return classifier.model(pixels, training=False)
+
+
+def image_folder(test, num_images=6):
+    folder = test.create_tempdir().full_path
+    testing_utils.write_image_folder(folder, list(range(0, 2 * num_images, 2)))
+    return folder
+
+
+class InputNamesTest(tf.test.TestCase):
+    def test_original_then_one_input_per_quality(self):
+        self.assertEqual(
+            multi_input.input_names(),
+            ("original",) + tuple(f"qf{q}" for q in candidates.QUALITIES),
+        )
+        self.assertEqual(multi_input.input_names(QUALITIES), NAMES)
+
+    def test_repeated_quality_raises(self):
+        with self.assertRaises(ValueError):
+            multi_input.input_names((50, 50))
+
+
+class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("resnet50v2", "resnet50v2"), ("inception_v3", "inception_v3")
+    )
+    def test_matches_registry_preprocess_input(self, name):
+        images = random_inputs(8, names=["x"])["x"]
+        layer = multi_input.Preprocess(name)
+        expected = models.REGISTRY[name]().preprocess_input(
+            tf.cast(images, tf.float32)
+        )
+        got = layer(images)
+        self.assertEqual(got.dtype, tf.float32)
+        self.assertEqual(got.shape, images.shape)
+        self.assertAllClose(got, expected)
+
+    def test_none_only_casts(self):
+        images = random_inputs(4, names=["x"])["x"]
+        self.assertAllEqual(multi_input.Preprocess()(images), images)
+
+    def test_output_shape(self):
+        inputs = keras.Input((5, 7, 3), dtype="uint8")
+        outputs = multi_input.Preprocess("resnet50v2")(inputs)
+        self.assertEqual(outputs.shape, (None, 5, 7, 3))
+        self.assertEqual(outputs.dtype, "float32")
+
+    def test_gradient_is_finite(self):
+        pixels = tf.constant(np.linspace(0, 255, 48).reshape(1, 4, 4, 3))
+        pixels = tf.cast(pixels, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(pixels)
+            loss = tf.reduce_sum(multi_input.Preprocess("resnet50v2")(pixels))
+        gradient = tape.gradient(loss, pixels)
+        self.assertAllEqual(tf.math.is_finite(gradient), tf.ones_like(pixels))
+        self.assertAllClose(gradient, tf.fill(pixels.shape, 1 / 127.5))
+
+    def test_can_be_saved_within_functional_model(self):
+        inputs = keras.Input((4, 4, 3), dtype="uint8")
+        model = keras.Model(
+            inputs, multi_input.Preprocess("resnet50v2")(inputs)
+        )
+        path = os.path.join(self.create_tempdir().full_path, "m.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        self.assertEqual(loaded.layers[-1].model, "resnet50v2")
+        images = random_inputs(4, names=["x"])["x"]
+        self.assertAllClose(loaded(images), model(images))
+
+    def test_unknown_model_raises(self):
+        with self.assertRaisesRegex(ValueError, "unknown model"):
+            multi_input.Preprocess("alexnet")
+
+
+class SplitClassifierTest(tf.test.TestCase):
+    def test_features_skip_the_dropout(self):
+        path = tiny_classifier_file(self.create_tempdir().full_path)
+        model = keras.saving.load_model(path)
+        extractor, dense = multi_input.split_classifier(model)
+        self.assertIs(dense, model.layers[-1])
+        self.assertEqual(extractor.output.shape, (None, 8))
+        self.assertNotIn(
+            "Dropout", [type(layer).__name__ for layer in extractor.layers]
+        )
+        self.assertIs(
+            extractor.get_layer("avg_pool"), model.get_layer("avg_pool")
+        )
+
+    def test_rejects_a_model_without_softmax_dense_on_top(self):
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+        with self.assertRaisesRegex(ValueError, "softmax Dense"):
+            multi_input.split_classifier(model)
+
+
+_BACKBONES = [
+    ("resnet50v2", "resnet50v2", 32),
+    ("inception_v3", "inception_v3", 75),  # Its smallest input.
+    ("efficientnet_lite0", "efficientnet_lite0", 32),
+]
+
+
+class BuildTest(tf.test.TestCase, parameterized.TestCase):
+    def _classifier(self, name, size):
+        keras.utils.set_random_seed(0)
+        return models.load_classifier(name, None, size)
+
+    @parameterized.named_parameters(*_BACKBONES)
+    def test_step_0_reproduces_the_backbone_on_the_original(self, name, size):
+        classifier = self._classifier(name, size)
+        model = multi_input.build_multi_input_model(classifier)
+        names = multi_input.input_names()
+        self.assertLen(model.inputs, 11)
+        for tensor, input_name in zip(model.inputs, names, strict=True):
+            self.assertEqual(tensor.dtype, "uint8")
+            self.assertEqual(tensor.shape, (None, size, size, 3))
+            self.assertEqual(model.get_layer(input_name).name, input_name)
+        self.assertEqual(model.output.shape, (None, 1000))
+        # One shared, frozen backbone: only the new head trains.
+        self.assertLen(
+            [layer for layer in model.layers if layer.name == "backbone"], 1
+        )
+        self.assertFalse(model.get_layer("backbone").trainable)
+        head = model.get_layer("head")
+        self.assertEqual(
+            [v.path for v in model.trainable_weights],
+            [v.path for v in head.trainable_weights],
+        )
+        # Every candidate different: only the original may matter at step 0.
+        inputs = random_inputs(size, names=names)
+        want = backbone_probabilities(classifier, inputs["original"])
+        self.assertAllClose(
+            model(inputs, training=False),  # Eager: faster than tracing.
+            want,
+            atol=1e-5,
+            rtol=0,
+        )
+        backbone = multi_input.backbone_alone(classifier)
+        self.assertAllClose(
+            backbone(inputs["original"], training=False),
+            want,
+            atol=1e-6,
+            rtol=0,
+        )
+
+    def test_step_0_with_imagenet_weights_on_real_photos(self):
+        if not testing_utils.has_samples():
+            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
+        classifier = models.load_classifier("efficientnet_lite0", "imagenet")
+        model = multi_input.build_multi_input_model(classifier)
+        files = [tf.io.read_file(p) for p in testing_utils.sample_paths(4)]
+        dataset = multi_input.make_dataset(
+            tf.data.Dataset.from_tensor_slices(
+                {"image_bytes": tf.stack(files), "label": tf.zeros(4, tf.int32)}
+            ),
+            classifier.resize,
+            batch_size=4,
+        )
+        inputs, _ = next(iter(dataset))
+        self.assertAllClose(
+            model(inputs, training=False),
+            backbone_probabilities(classifier, inputs["original"]),
+            atol=1e-5,
+            rtol=0,
+        )
+
+    def test_trainable_backbone(self):
+        classifier = self._classifier("resnet50v2", 32)
+        model = multi_input.build_multi_input_model(
+            classifier, QUALITIES, trainable=True
+        )
+        self.assertTrue(model.get_layer("backbone").trainable)
+        self.assertGreater(
+            len(model.trainable_weights),
+            len(model.get_layer("head").trainable_weights),
+        )
+
+    def test_random_head_differs_from_the_backbone(self):
+        classifier = self._classifier("resnet50v2", 32)
+        model = multi_input.build_multi_input_model(
+            classifier, QUALITIES, head_init="random", seed=1
+        )
+        kernel = model.get_layer("head").get_layer("classifier").kernel
+        self.assertGreater(np.abs(kernel.numpy()[2048:]).max(), 0)
+        inputs = random_inputs(32)
+        self.assertNotAllClose(
+            model(inputs, training=False),
+            backbone_probabilities(classifier, inputs["original"]),
+        )
+
+    def test_unknown_head_init_raises(self):
+        classifier = self._classifier("resnet50v2", 32)
+        with self.assertRaisesRegex(ValueError, "head_init"):
+            multi_input.build_multi_input_model(
+                classifier, QUALITIES, head_init="zeros"
+            )
+
+
+class HeadTest(tf.test.TestCase):
+    def test_backbone_init_copies_the_classifier_into_the_original_slice(self):
+        dense = keras.layers.Dense(5, activation="softmax")
+        dense.build((None, 4))
+        dense.bias.assign(np.arange(5, dtype=np.float32))
+        head = multi_input.build_head(3, 4, 5)
+        multi_input.init_head(head, dense)
+        kernel = head.get_layer("classifier").kernel.numpy()
+        self.assertAllEqual(kernel[:4], dense.kernel.numpy())
+        self.assertAllEqual(kernel[4:], np.zeros((8, 5)))
+        self.assertAllEqual(head.get_layer("classifier").bias, dense.bias)
+
+    def test_shape_mismatch_raises(self):
+        dense = keras.layers.Dense(6, activation="softmax")
+        dense.build((None, 4))
+        with self.assertRaisesRegex(ValueError, "does not fit"):
+            multi_input.init_head(multi_input.build_head(3, 4, 5), dense)
+
+    def test_given_head_is_the_models_head(self):
+        classifier = models.load_classifier(
+            tiny_classifier_file(self.create_tempdir().full_path)
+        )
+        head = multi_input.build_head(3, 8, 1000)
+        model = multi_input.build_multi_input_model(
+            classifier, QUALITIES, head=head
+        )
+        self.assertIs(model.get_layer("head"), head)
+
+
+class DataTest(tf.test.TestCase):
+    def test_batches_of_named_uint8_inputs_and_labels(self):
+        source = datasets.load(image_folder(self, 5))
+        resize = models.center_crop_and_resize
+        dataset = multi_input.make_dataset(
+            source.dataset,
+            lambda image: resize(image, TINY_SIZE),
+            QUALITIES,
+            batch_size=2,
+        )
+        inputs_spec, label_spec = dataset.element_spec
+        self.assertEqual(tuple(inputs_spec), NAMES)
+        for spec in inputs_spec.values():
+            self.assertEqual(spec.dtype, tf.uint8)
+            self.assertEqual(spec.shape[1:], (TINY_SIZE, TINY_SIZE, 3))
+        self.assertEqual(label_spec.dtype, tf.int32)
+        batches = list(dataset)
+        self.assertEqual([len(labels) for _, labels in batches], [2, 2, 1])
+        labels = np.concatenate([labels for _, labels in batches])
+        self.assertAllEqual(labels, [0, 2, 4, 6, 8])
+        # Same pixels as the candidate code, image by image (eager).
+        for i, example in enumerate(source.dataset.take(2)):
+            want = candidates.make_candidates(
+                example, lambda image: resize(image, TINY_SIZE), QUALITIES
+            )["pixels"]
+            for v, name in enumerate(NAMES):
+                self.assertAllEqual(batches[0][0][name][i], want[v])
+
+    def test_to_inputs_eager_and_in_dataset_map_agree(self):
+        pixels = random_inputs(4, batch=6, names=["p"])["p"].reshape(
+            2, 3, 4, 4, 3
+        )
+        eager = multi_input.to_inputs({"pixels": pixels}, NAMES)
+        mapped = next(
+            iter(
+                tf.data.Dataset.from_tensors({"pixels": pixels}).map(
+                    lambda batch: multi_input.to_inputs(batch, NAMES)
+                )
+            )
+        )
+        for v, name in enumerate(NAMES):
+            self.assertAllEqual(eager[name], pixels[:, v])
+            self.assertAllEqual(mapped[name], eager[name])
+
+    def test_training_shuffles_with_seed(self):
+        source = datasets.load(image_folder(self, 6))
+
+        def labels(seed):
+            dataset = multi_input.make_dataset(
+                source.dataset,
+                lambda image: models.center_crop_and_resize(image, 8),
+                (50,),
+                batch_size=6,
+                training=True,
+                seed=seed,
+            )
+            return next(iter(dataset))[1].numpy().tolist()
+
+        self.assertEqual(labels(3), labels(3))
+        self.assertCountEqual(labels(3), [0, 2, 4, 6, 8, 10])
+
+
+class FeaturesTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.classifier = models.load_classifier(
+            tiny_classifier_file(self.create_tempdir().full_path)
+        )
+        self.model = multi_input.build_multi_input_model(
+            self.classifier, QUALITIES
+        )
+        self.source = datasets.load(image_folder(self, 5))
+
+    def test_head_on_cached_features_equals_the_full_model(self):
+        path = os.path.join(self.create_tempdir().full_path, "features.npz")
+        cached = multi_input.cache_features(
+            path,
+            self.model,
+            self.source.dataset,
+            self.classifier.resize,
+            QUALITIES,
+            batch_size=2,
+        )
+        self.assertEqual(cached["features"].shape, (5, 3, 8))
+        self.assertAllEqual(cached["labels"], [0, 2, 4, 6, 8])
+        self.assertAllEqual(cached["index"], range(5))
+        self.assertEqual(
+            cached["ids"].tolist(),
+            [f"{datasets.wnids()[2 * i]}_{i}.JPEG" for i in range(5)],
+        )
+        # Train the head a bit so that every slice matters, then compare.
+        head = self.model.get_layer("head")
+        multi_input.init_head(head, head_init="random", seed=0)
+        full = np.concatenate(
+            [
+                self.model.predict_on_batch(inputs)
+                for inputs, _ in multi_input.make_dataset(
+                    self.source.dataset, self.classifier.resize, QUALITIES, 2
+                )
+            ]
+        )
+        self.assertAllClose(
+            head.predict_on_batch(cached["features"]), full, atol=1e-5
+        )
+
+    def test_cache_is_reused_only_for_the_same_key(self):
+        path = os.path.join(self.create_tempdir().full_path, "features.npz")
+        args = (self.classifier.resize, QUALITIES, 2)
+        first = multi_input.cache_features(
+            path, self.model, self.source.dataset, *args, key={"data": "a"}
+        )
+        # An empty data set: only the cache can give the same arrays.
+        empty = self.source.dataset.take(0)
+        again = multi_input.cache_features(
+            path, self.model, empty, *args, key={"data": "a"}
+        )
+        for name in first:
+            self.assertAllEqual(again[name], first[name])
+        # Another key: stale, computed again (here: from no images).
+        other = multi_input.cache_features(
+            path, self.model, empty, *args, key={"data": "b"}
+        )
+        self.assertEqual(other["features"].shape, (0, 3, 8))
+        self.assertEqual(other["ids"].shape, (0,))
+
+    def test_data_service_gives_the_same_features_in_index_order(self):
+        service = tf.data.experimental.service
+        dispatcher = service.DispatchServer()
+        address = dispatcher.target.split("://")[1]
+        workers = [  # noqa: F841 (kept alive until the end of the test)
+            service.WorkerServer(
+                service.WorkerConfig(dispatcher_address=address)
+            )
+            for _ in range(2)
+        ]
+        args = (self.model, self.source.dataset, self.classifier.resize)
+        local = multi_input.compute_features(*args, QUALITIES, 2, verbose=False)
+        remote = multi_input.compute_features(
+            *args, QUALITIES, 2, data_service=dispatcher.target, verbose=False
+        )
+        self.assertAllClose(remote["features"], local["features"], atol=1e-5)
+        for name in ("labels", "index", "ids"):
+            self.assertAllEqual(remote[name], local[name])
+
+    def test_trainable_backbone_cannot_be_cached(self):
+        model = multi_input.build_multi_input_model(
+            self.classifier, QUALITIES, trainable=True
+        )
+        path = os.path.join(self.create_tempdir().full_path, "features.npz")
+        with self.assertRaisesRegex(ValueError, "frozen"):
+            multi_input.cache_features(
+                path, model, self.source.dataset, self.classifier.resize
+            )
+
+
+class TrainTest(tf.test.TestCase, parameterized.TestCase):
+    def test_one_step_trains_only_the_head(self):
+        classifier = models.load_classifier(
+            tiny_classifier_file(self.create_tempdir().full_path)
+        )
+        model = multi_input.build_multi_input_model(classifier, QUALITIES)
+        model.compile(
+            optimizer=train.make_optimizer("sgd", 0.1),
+            loss="sparse_categorical_crossentropy",
+        )
+        backbone = [w.numpy() for w in model.get_layer("backbone").weights]
+        head = [w.numpy() for w in model.get_layer("head").weights]
+        source = datasets.load(image_folder(self, 4))
+        dataset = multi_input.make_dataset(
+            source.dataset, classifier.resize, QUALITIES, batch_size=4
+        )
+        inputs, labels = next(iter(dataset))
+        loss = model.train_on_batch(inputs, labels)
+        self.assertTrue(np.isfinite(loss))
+        for before, after in zip(
+            backbone, model.get_layer("backbone").weights, strict=True
+        ):
+            self.assertAllEqual(before, after)  # BN statistics included.
+        changed = [
+            not np.array_equal(before, after)
+            for before, after in zip(
+                head, model.get_layer("head").weights, strict=True
+            )
+        ]
+        self.assertAllEqual(changed, [True, True])
+
+    @parameterized.named_parameters(
+        ("fraction", None, 0.2, 2), ("count", 3, 0.2, 3), ("one", 1, 0.0, 1)
+    )
+    def test_split_by_image(self, num_eval, eval_fraction, expected):
+        is_eval = train.split_by_image(10, num_eval, eval_fraction, seed=1)
+        self.assertEqual(is_eval.dtype, bool)
+        self.assertEqual(is_eval.sum(), expected)
+        self.assertAllEqual(
+            is_eval, train.split_by_image(10, num_eval, eval_fraction, seed=1)
+        )
+
+    @parameterized.named_parameters(("none", 0), ("all", 10), ("more", 11))
+    def test_split_without_train_or_eval_images_raises(self, num_eval):
+        with self.assertRaises(ValueError):
+            train.split_by_image(10, num_eval)
+
+    def test_unknown_optimizer_and_strategy_raise(self):
+        with self.assertRaisesRegex(ValueError, "optimizer"):
+            train.make_optimizer("rmsprop", 0.1)
+        with self.assertRaisesRegex(ValueError, "strategy"):
+            train.make_strategy("horovod")
+
+
+class ExportTest(tf.test.TestCase):
+    def _export(self):
+        classifier = models.load_classifier(
+            tiny_classifier_file(self.create_tempdir().full_path),
+        )
+        model = multi_input.build_multi_input_model(
+            classifier, QUALITIES, head_init="random", seed=0
+        )
+        export_dir = os.path.join(self.create_tempdir().full_path, "saved")
+        multi_input.export_saved_model(
+            model, classifier.resize, export_dir, QUALITIES
+        )
+        return model, classifier, tf.saved_model.load(export_dir)
+
+    def _assert_bytes_signature_matches(self, model, classifier, loaded, files):
+        image_bytes = tf.constant(files)
+        # What the training and evaluation pipeline feeds the model.
+        dataset = multi_input.make_dataset(
+            tf.data.Dataset.from_tensor_slices(
+                {
+                    "image_bytes": image_bytes,
+                    "label": tf.zeros(len(files), tf.int32),
+                }
+            ),
+            classifier.resize,
+            QUALITIES,
+            batch_size=len(files),
+        )
+        want = model.predict_on_batch(next(iter(dataset))[0])
+        self.assertAllClose(loaded.serve_bytes(image_bytes), want, atol=1e-6)
+        outputs = loaded.signatures["serve_bytes"](image_bytes=image_bytes)
+        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
+
+    def test_both_signatures_match_the_keras_model(self):
+        model, classifier, loaded = self._export()
+        self.assertCountEqual(
+            loaded.signatures.keys(),
+            ["serving_default", "serve", "serve_bytes"],
+        )
+        inputs = random_inputs(TINY_SIZE, batch=3)
+        want = model.predict_on_batch(inputs)
+        self.assertAllClose(loaded.serve(inputs), want, atol=1e-6)
+        outputs = loaded.signatures["serving_default"](
+            **{k: tf.constant(v) for k, v in inputs.items()}
+        )
+        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
+        # Images of different sizes in one batch.
+        files = [
+            testing_utils.jpeg_bytes(
+                testing_utils.random_image(24 + 8 * i, 40, seed=i)
+            )
+            for i in range(3)
+        ]
+        self._assert_bytes_signature_matches(model, classifier, loaded, files)
+
+    def test_bytes_signature_on_real_jpegs(self):
+        if not testing_utils.has_samples():
+            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
+        model, classifier, loaded = self._export()
+        files = [
+            tf.io.read_file(path).numpy()
+            for path in testing_utils.sample_paths(4)
+        ]
+        self._assert_bytes_signature_matches(model, classifier, loaded, files)
+
+
+def run_module(module, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", module, *flags],
+        cwd=testing_utils.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=600,
+    )
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    """Fails like a killed job when an epoch starts."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupted(f"interrupted before epoch {epoch + 1}")
+
+
+class _RecordFirstEpoch(keras.callbacks.Callback):
+    """The weights the first epoch this `fit` runs starts from."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.start is None:
+            self.start = (epoch, [w.numpy() for w in self.model.weights])
+
+
+def adding_callbacks(*extra):
+    original = train._callbacks
+    return mock.patch.object(
+        train, "_callbacks", lambda *args: original(*args) + list(extra)
+    )
+
+
+def summary_tags(log_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+class TrainAndEvaluateTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.config = train.Config(
+            model=tiny_classifier_file(self.create_tempdir().full_path),
+            data=image_folder(self, 6),
+            qualities=QUALITIES,
+            num_eval=2,
+            batch_size=2,
+            learning_rate=0.01,
+        )
+
+    def test_interrupted_training_resumes_from_its_checkpoint(self):
+        workdir = self.create_tempdir().full_path
+        # The reference: one uninterrupted epoch.
+        reference = self.create_tempdir().full_path
+        config = dataclasses.replace(self.config, epochs=1)
+        train.train_and_evaluate(config, reference, verbose=False)
+        after_epoch_1 = keras.saving.load_model(
+            os.path.join(reference, "model.keras")
+        ).get_layer("head")
+
+        config = dataclasses.replace(self.config, epochs=3)
+        with adding_callbacks(_InterruptAt(1)):
+            with self.assertRaises(_Interrupted):
+                train.train_and_evaluate(config, workdir, verbose=False)
+        self.assertFalse(os.path.exists(os.path.join(workdir, "results.json")))
+
+        record = _RecordFirstEpoch()
+        with adding_callbacks(record):
+            results = train.train_and_evaluate(
+                config, workdir, resume=True, verbose=False
+            )
+        # Epoch 2 starts from epoch 1's checkpoint, not from scratch.
+        epoch, weights = record.start
+        self.assertEqual(epoch, 1)
+        for got, want in zip(weights, after_epoch_1.weights, strict=True):
+            self.assertAllClose(got, want, atol=1e-6)
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            epochs = [json.loads(line)["epoch"] for line in f]
+        self.assertEqual(epochs, [1, 2, 3])
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        for split in ("train", "validation"):
+            self.assertContainsSubset(
+                {"epoch_loss", "epoch_top1", "epoch_top5"},
+                summary_tags(os.path.join(workdir, "logs", split)),
+            )
+
+    def test_resume_refuses_other_settings_but_allows_more_epochs(self):
+        workdir = self.create_tempdir().full_path
+        config = dataclasses.replace(self.config, epochs=1)
+        train.train_and_evaluate(config, workdir, verbose=False)
+        changed = dataclasses.replace(config, learning_rate=0.5)
+        with self.assertRaisesRegex(ValueError, "learning_rate"):
+            train.train_and_evaluate(
+                changed, workdir, resume=True, verbose=False
+            )
+        # Without resume: a fresh run (its own metrics only).
+        train.train_and_evaluate(changed, workdir, verbose=False)
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            self.assertLen(f.readlines(), 1)
+
+    def test_trains_on_images_through_the_data_service(self):
+        service = tf.data.experimental.service
+        dispatcher = service.DispatchServer()
+        address = dispatcher.target.split("://")[1]
+        worker = service.WorkerServer(  # noqa: F841 (kept alive)
+            service.WorkerConfig(dispatcher_address=address)
+        )
+        workdir = self.create_tempdir().full_path
+        config = dataclasses.replace(
+            self.config,
+            epochs=1,
+            cache_features=False,
+            data_service=dispatcher.target,
+        )
+        results = train.train_and_evaluate(config, workdir, verbose=False)
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            self.assertLen(f.readlines(), 1)
+
+    def test_resume_may_change_only_the_allowed_fields(self):
+        folder = self.create_tempdir().full_path
+        workdir.write_config(folder, self.config)
+        more_epochs = dataclasses.replace(self.config, epochs=20)
+        workdir.write_config(
+            folder, more_epochs, resume=True, may_change=("epochs",)
+        )
+        with self.assertRaisesRegex(ValueError, "epochs"):
+            workdir.write_config(folder, self.config, resume=True)
+
+
+class ScriptsTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.model_file = tiny_classifier_file(self.create_tempdir().full_path)
+        self.common = [
+            f"--model={self.model_file}",
+            f"--data={image_folder(self, 6)}",
+            "--qualities=90,10",
+            "--num_eval=2",
+            "--batch_size=4",
+        ]
+
+    def test_train_then_export(self):
+        workdir = self.create_tempdir().full_path
+        result = run_module(
+            "experiments.train_multi_input",
+            *self.common,
+            f"--workdir={workdir}",
+            "--epochs=1",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for name in ("config.json", "features.npz", "model.keras"):
+            self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+        with open(os.path.join(workdir, "results.json")) as f:
+            results = json.load(f)
+        self.assertEqual(results["inputs"], list(NAMES))
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        for model in ("backbone", "multi_input"):
+            self.assertAllInRange(list(results[model].values()), 0.0, 1.0)
+
+        # Other settings with --resume: one line, exit status 2.
+        result = run_module(
+            "experiments.train_multi_input",
+            *self.common,
+            f"--workdir={workdir}",
+            "--learning_rate=0.5",
+            "--resume",
+        )
+        self.assertEqual(result.returncode, 2)
+        self.assertRegex(result.stderr.strip().splitlines()[-1], "^error: ")
+        self.assertIn("learning_rate", result.stderr)
+
+        export_dir = os.path.join(workdir, "exported")
+        result = run_module(
+            "experiments.export_savedmodel",
+            f"--workdir={workdir}",
+            f"--export_dir={export_dir}",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        loaded = tf.saved_model.load(export_dir)
+        model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+        inputs = random_inputs(TINY_SIZE, batch=2)
+        self.assertAllClose(
+            loaded.serve(inputs), model.predict_on_batch(inputs), atol=1e-6
+        )
+
+    def test_export_without_a_trained_model_is_a_usage_error(self):
+        result = run_module(
+            "experiments.export_savedmodel",
+            f"--workdir={self.create_tempdir().full_path}",
+        )
+        self.assertEqual(result.returncode, 2)
+        self.assertRegex(
+            result.stderr.strip().splitlines()[-1], "^error: .*no trained model"
+        )
+
+    def test_mirrored_on_two_cpu_devices_trains_the_full_model(self):
+        workdir = self.create_tempdir().full_path
+        result = run_module(
+            "experiments.train_multi_input",
+            *self.common,
+            f"--workdir={workdir}",
+            "--epochs=1",
+            "--strategy=mirrored",
+            "--num_cpu_devices=2",
+            "--nocache_features",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(workdir, "results.json")) as f:
+            results = json.load(f)
+        self.assertEqual(results["num_replicas"], 2)
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
+
+
+if __name__ == "__main__":
+    tf.test.main()
