@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SAMPLE_IMAGES_URL",
     "SPLITS",
+    "heldout_mask",
     "Source",
     "class_names",
     "folder_examples",
@@ -324,6 +325,27 @@ def sample_images_dir(
     return path
 
 
+def heldout_mask(num_examples: int, num_heldout: int, seed: int) -> np.ndarray:
+    """Which of N examples are held out: a seeded random subset.
+
+    The one split rule of the project (table statistics and search, and
+    multi-input training, hold out images the same way): the last
+    `num_heldout` indices of a `np.random.default_rng(seed)` permutation.
+
+    Args:
+      num_examples: N.
+      num_heldout: how many are held out, in [0, N].
+      seed: the permutation's seed.
+
+    Returns:
+      `[N]` bool, True for held-out examples.
+    """
+    permutation = np.random.default_rng(seed).permutation(num_examples)
+    mask = np.zeros(num_examples, bool)
+    mask[permutation[num_examples - num_heldout :]] = True
+    return mask
+
+
 def split(source: Source, part: str, seed: int = 0) -> Source:
     """One half of a seeded random split of a source's examples.
 
@@ -331,7 +353,8 @@ def split(source: Source, part: str, seed: int = 0) -> Source:
     table search) use the "fit" half; their evaluation uses the "heldout"
     half, which they never see. The rule depends only on the number of
     examples and the seed: a `np.random.default_rng(seed)` permutation of
-    the indices; its first `N // 2` are "fit", the others "heldout". Each
+    the indices; its first `N // 2` are "fit", the others "heldout"
+    (`heldout_mask`). Each
     part keeps the source's order and is re-indexed from 0, so it can be
     sharded and resumed like any source.
 
@@ -356,12 +379,9 @@ def split(source: Source, part: str, seed: int = 0) -> Source:
         raise ValueError(
             f"{source.description}: cannot split {total} examples in two"
         )
-    permutation = np.random.default_rng(seed).permutation(total)
-    halves = {
-        "fit": permutation[: total // 2],
-        "heldout": permutation[total // 2 :],
-    }
-    indices = np.sort(halves[part]).astype(np.int64)  # [M] source indices
+    is_heldout = heldout_mask(total, total - total // 2, seed)
+    wanted = is_heldout if part == "heldout" else ~is_heldout
+    indices = np.flatnonzero(wanted).astype(np.int64)  # [M] source indices
     lookup = tf.constant(indices)
 
     def renumber(example):

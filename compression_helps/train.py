@@ -250,10 +250,7 @@ def split_by_image(
             f"cannot hold out {num_eval} of {num_examples} images: need at "
             "least one training and one held-out image"
         )
-    rng = np.random.default_rng(seed)
-    is_eval = np.zeros(num_examples, bool)
-    is_eval[rng.permutation(num_examples)[:num_eval]] = True
-    return is_eval
+    return datasets.heldout_mask(num_examples, num_eval, seed)
 
 
 def _metrics() -> list[keras.metrics.Metric]:
