@@ -55,6 +55,7 @@ class Config:
       per_class: at most this many images per label (unlabelled images are
         all kept); None: all.
       limit: only the first `limit` images of the source.
+      tfds_data_dir: TFDS data dir for `tfds:` sources.
       split: which images of those (`datasets.split`): "all", or the "fit"
         half, keeping the "heldout" half for evaluating the tables.
       split_seed: seed of the split.
@@ -69,6 +70,7 @@ class Config:
     data: str
     per_class: int | None = 10
     limit: int | None = None
+    tfds_data_dir: str | None = None
     split: str = "all"
     split_seed: int = 0
     variants: tuple[str, ...] = tables.PLM_VARIANTS
@@ -302,7 +304,7 @@ def run(config: Config, workdir: str, resume: bool = False) -> Result:
     workdir_lib.prepare(workdir)
     workdir_lib.write_config(workdir, config, resume)
     source = datasets.split(
-        datasets.load(config.data, limit=config.limit),
+        datasets.load(config.data, config.limit, config.tfds_data_dir),
         config.split,
         config.split_seed,
     )

@@ -22,25 +22,22 @@ tables are in README.md. `--smoke` analyses 8 images (a quick check).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 
 from compression_helps import datasets
 from deepn_jpeg import design, statistics, tables
+from experiments import common
 
 _DEFAULTS = design.Config(data="")
-_DATA = flags.DEFINE_string(
-    "data", None, "Image folder or tfds:<name>[:<split>].", required=True
-)
+_DATA = common.define_data_flags(required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
 _PER_CLASS = flags.DEFINE_integer(
     "per_class",
     _DEFAULTS.per_class,
     "At most N images per label (unlabelled: all); 0: all images.",
 )
-_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N images.")
 _SPLIT = flags.DEFINE_enum(
     "split",
     _DEFAULTS.split,
@@ -62,9 +59,7 @@ _CHROMA_SUBSAMPLING = flags.DEFINE_enum(
 _SHARD_SIZE = flags.DEFINE_integer(
     "shard_size", _DEFAULTS.shard_size, "Images per statistics shard."
 )
-_RESUME = flags.DEFINE_bool(
-    "resume", False, "Continue an interrupted run in --workdir."
-)
+_RESUME = common.define_resume_flag()
 _REFERENCE_QUALITY = flags.DEFINE_integer(
     "reference_quality",
     _DEFAULTS.reference_quality,
@@ -83,6 +78,7 @@ _PLM = {
 }
 
 
+@common.report_errors
 def main(argv: Sequence[str]) -> None:
     """Designs the tables and prints them."""
     if len(argv) > 1:
@@ -91,9 +87,10 @@ def main(argv: Sequence[str]) -> None:
         tables.PLM_VARIANTS if _VARIANT.value == "both" else (_VARIANT.value,)
     )
     config = design.Config(
-        data=_DATA.value,
+        data=_DATA.data.value,
+        tfds_data_dir=_DATA.tfds_data_dir.value,
         per_class=_PER_CLASS.value or None,
-        limit=8 if _SMOKE.value else _LIMIT.value,
+        limit=8 if _SMOKE.value else _DATA.limit.value,
         split=_SPLIT.value,
         split_seed=_SPLIT_SEED.value,
         variants=variants,
@@ -103,11 +100,7 @@ def main(argv: Sequence[str]) -> None:
         reference_quality=_REFERENCE_QUALITY.value,
         shard_size=_SHARD_SIZE.value,
     )
-    try:
-        result = design.run(config, _WORKDIR.value, resume=_RESUME.value)
-    except (ValueError, OSError) as e:  # Usage and data errors: one line.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    result = design.run(config, _WORKDIR.value, resume=_RESUME.value)
     print(result.summary)
 
 

@@ -15,12 +15,12 @@ About 40 seconds for efficientnet_lite0 on 2 CPU cores.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 
 from compression_helps import train
+from experiments import common
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "train_multi_input.py output dir.", required=True
@@ -30,16 +30,12 @@ _EXPORT_DIR = flags.DEFINE_string(
 )
 
 
+@common.report_errors
 def main(argv: Sequence[str]) -> None:
     """Exports the model."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    try:
-        path = train.export_from_workdir(_WORKDIR.value, _EXPORT_DIR.value)
-    except (ValueError, OSError) as e:  # Usage and data errors: one line.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(path)
+    print(train.export_from_workdir(_WORKDIR.value, _EXPORT_DIR.value))
 
 
 if __name__ == "__main__":
