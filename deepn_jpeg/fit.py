@@ -122,7 +122,7 @@ class Config:
     split_seed: int = 0
     families: tuple[str, ...] = FAMILIES
     budget_qualities: tuple[int, ...] = (80, 60, 40)
-    max_trials: int = 30
+    max_trials: int = 40
     tie_weight: float = 1.0
     budget_tolerance: float = 0.01
     subsampling: str = "4:2:0"

@@ -43,6 +43,41 @@ class BytesAtTop1Test(tf.test.TestCase):
         self.assertAlmostEqual(gains[1]["gain"], 290.0 / 145.0)
 
 
+class GainIntervalsTest(tf.test.TestCase):
+    def test_same_accuracy_at_half_the_bytes_is_2x_in_every_resample(self):
+        rng = np.random.default_rng(0)
+        n = 40
+        jpeg_ranks = rng.integers(1, 3, [n, 2])  # Ranks 1 or 2.
+        jpeg_ranks[:, 0] = 1  # Quality 90: every image right.
+        jpeg_sizes = rng.integers(1000, 2000, [n, 2])
+        jpeg_sizes[:, 0] *= 3
+        ranks = np.concatenate([np.ones([n, 1]), jpeg_ranks, jpeg_ranks], 1)
+        sizes = np.concatenate(
+            [jpeg_sizes[:, :1] * 2, jpeg_sizes, jpeg_sizes // 2], 1
+        )
+        predictions = evaluate.Predictions(
+            ranks=ranks.astype(np.int32),
+            sizes=sizes.astype(np.int64),
+            topk=np.zeros([n, 5, 5], np.int32),
+            topk_probs=np.zeros([n, 5, 5], np.float32),
+            labels=np.zeros([n], np.int32),
+            qualities=np.array([0, -1, -1, -1, -1], np.int32),
+            ids=np.array([str(i) for i in range(n)]),
+            names=np.array(
+                ["original", "jpeg_q90", "jpeg_q10", "paper_q90", "paper_q10"]
+            ),
+            num_pixels=np.full([n], 100, np.int64),
+        )
+        intervals = rate_accuracy.gain_intervals(predictions, (0.0, 10.0), 50)
+        self.assertEqual(set(intervals), {("paper", 0.0), ("paper", 10.0)})
+        # Sizes halve up to rounding: the gain is 2 in every resample.
+        for interval in intervals.values():
+            self.assertAllClose(
+                [interval["low"], interval["high"]], [2.0, 2.0], atol=0.01
+            )
+            self.assertEqual(interval["defined"], 1.0)
+
+
 class RunTest(tf.test.TestCase):
     def test_tiny_end_to_end_on_the_heldout_half(self):
         data = self.create_tempdir().full_path
@@ -68,6 +103,7 @@ class RunTest(tf.test.TestCase):
             batch_size=2,
             diagnostics=("paper",),
             gain_drops=(0.0, 2.0),
+            bootstrap=20,
         )
         result = rate_accuracy.run(config, workdir, verbose=False)
         self.assertEqual(
