@@ -98,6 +98,7 @@ class Config:
       weights: "imagenet", a weights file, or None.
       data: folder or `tfds:<name>[:<split>]`; empty: the sample images.
       limit: only the first `limit` images, before splitting.
+      tfds_data_dir: TFDS data dir for `tfds:` sources.
       split_seed: seed of `datasets.split`; the search sees only the "fit"
         half.
       families: table families to fit, from `FAMILIES`.
@@ -119,6 +120,7 @@ class Config:
     weights: str | None = "imagenet"
     data: str = ""
     limit: int | None = None
+    tfds_data_dir: str | None = None
     split_seed: int = 0
     families: tuple[str, ...] = FAMILIES
     budget_qualities: tuple[int, ...] = (80, 60, 40)
@@ -706,7 +708,9 @@ def run(
     keras.utils.set_random_seed(config.seed)
     source = datasets.split(
         datasets.load(
-            config.data or datasets.sample_images_dir(), config.limit
+            config.data or datasets.sample_images_dir(),
+            config.limit,
+            config.tfds_data_dir,
         ),
         "fit",
         config.split_seed,

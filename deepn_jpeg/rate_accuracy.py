@@ -73,6 +73,7 @@ class Config:
       weights: "imagenet", a weights file, or None.
       data: folder or `tfds:<name>[:<split>]`; empty: the sample images.
       limit: only the first `limit` images.
+      tfds_data_dir: TFDS data dir for `tfds:` sources.
       split: which of those are evaluated (`datasets.split`): "all", or the
         "heldout" half of a seeded split whose "fit" half designed or fitted
         the tables.
@@ -98,6 +99,7 @@ class Config:
     weights: str | None = "imagenet"
     data: str = ""
     limit: int | None = None
+    tfds_data_dir: str | None = None
     split: str = "all"
     split_seed: int = 0
     batch_size: int = 8
@@ -550,7 +552,9 @@ def run(
     classifier = models.load_classifier(config.model, config.weights)
     source = datasets.split(
         datasets.load(
-            config.data or datasets.sample_images_dir(), config.limit
+            config.data or datasets.sample_images_dir(),
+            config.limit,
+            config.tfds_data_dir,
         ),
         config.split,
         config.split_seed,

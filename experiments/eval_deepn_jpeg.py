@@ -35,13 +35,13 @@ efficientnet_lite0: about 6 minutes for the command above (8 curves).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import candidates, datasets
+from compression_helps import datasets
 from deepn_jpeg import rate_accuracy
+from experiments import common
 
 _DEFAULTS = rate_accuracy.Config(tables="")
 _TABLES = flags.DEFINE_list(
@@ -50,15 +50,9 @@ _TABLES = flags.DEFINE_list(
     "design_qtable.py / fit_qtable.py workdirs or tables JSON files.",
     required=True,
 )
-_MODEL = flags.DEFINE_string("model", _DEFAULTS.model, "Model name or file.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", _DEFAULTS.weights, "'imagenet', a weights file, or 'none'."
-)
-_DATA = flags.DEFINE_string(
-    "data", _DEFAULTS.data, "Image folder or tfds:<name>[:<split>]."
-)
+_MODEL = common.define_model_flags(_DEFAULTS.model)
+_DATA = common.define_data_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N images.")
 _SPLIT = flags.DEFINE_enum(
     "split",
     _DEFAULTS.split,
@@ -71,11 +65,8 @@ _SPLIT_SEED = flags.DEFINE_integer(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", _DEFAULTS.batch_size, "Images per model call."
 )
-_QUALITIES = flags.DEFINE_list(
-    "qualities",
-    [str(q) for q in candidates.QUALITIES],
-    "Quality grid applied to the standard and the DeepN-JPEG tables.",
-)
+# The rate grid, applied to the standard and the DeepN-JPEG tables alike.
+_QUALITIES = common.define_qualities_flag()
 _SUBSAMPLING = flags.DEFINE_enum(
     "subsampling",
     _DEFAULTS.subsampling,
@@ -102,34 +93,32 @@ _BOOTSTRAP = flags.DEFINE_integer(
     _DEFAULTS.bootstrap,
     "Paired bootstrap resamples for the gains' 90% intervals (0: none).",
 )
-_RESUME = flags.DEFINE_bool("resume", False, "Continue an interrupted run.")
+_RESUME = common.define_resume_flag()
 
 
+@common.report_errors
 def main(argv: Sequence[str]) -> None:
     """Runs the rate-accuracy comparison."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    try:
-        config = rate_accuracy.Config(
-            tables=tuple(_TABLES.value),
-            model=_MODEL.value,
-            weights=None if _WEIGHTS.value == "none" else _WEIGHTS.value,
-            data=_DATA.value,
-            limit=_LIMIT.value,
-            split=_SPLIT.value,
-            split_seed=_SPLIT_SEED.value,
-            batch_size=_BATCH_SIZE.value,
-            qualities=tuple(int(q) for q in _QUALITIES.value),
-            subsampling=_SUBSAMPLING.value,
-            diagnostics=tuple(_DIAGNOSTICS.value),
-            diagnostic_quality=_DIAGNOSTIC_QUALITY.value,
-            gain_drops=tuple(float(d) for d in _GAIN_DROPS.value),
-            bootstrap=_BOOTSTRAP.value,
-        )
-        rate_accuracy.run(config, _WORKDIR.value, resume=_RESUME.value)
-    except (ValueError, OSError) as e:  # Usage and data errors: one line.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = rate_accuracy.Config(
+        tables=tuple(_TABLES.value),
+        model=_MODEL.model.value,
+        weights=_MODEL.weights_value,
+        data=_DATA.data.value,
+        limit=_DATA.limit.value,
+        tfds_data_dir=_DATA.tfds_data_dir.value,
+        split=_SPLIT.value,
+        split_seed=_SPLIT_SEED.value,
+        batch_size=_BATCH_SIZE.value,
+        qualities=common.qualities(_QUALITIES),
+        subsampling=_SUBSAMPLING.value,
+        diagnostics=tuple(_DIAGNOSTICS.value),
+        diagnostic_quality=_DIAGNOSTIC_QUALITY.value,
+        gain_drops=tuple(float(d) for d in _GAIN_DROPS.value),
+        bootstrap=_BOOTSTRAP.value,
+    )
+    rate_accuracy.run(config, _WORKDIR.value, resume=_RESUME.value)
 
 
 if __name__ == "__main__":

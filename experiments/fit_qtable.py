@@ -35,23 +35,17 @@ trials), then about 7 minutes for the held-out evaluation above.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 
 from deepn_jpeg import fit
+from experiments import common
 
 _DEFAULTS = fit.Config()
-_MODEL = flags.DEFINE_string("model", _DEFAULTS.model, "Model name or file.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", _DEFAULTS.weights, "'imagenet', a weights file, or 'none'."
-)
-_DATA = flags.DEFINE_string(
-    "data", _DEFAULTS.data, "Image folder or tfds:<name>[:<split>]."
-)
+_MODEL = common.define_model_flags(_DEFAULTS.model)
+_DATA = common.define_data_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N images.")
 _SPLIT_SEED = flags.DEFINE_integer(
     "split_seed", _DEFAULTS.split_seed, "Seed of the fit/heldout split."
 )
@@ -78,38 +72,34 @@ _NUM_THREADS = flags.DEFINE_integer(
     "num_threads", _DEFAULTS.num_threads, "Encoder threads (0: one per CPU)."
 )
 _SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Global random seed.")
-_RESUME = flags.DEFINE_bool(
-    "resume", False, "Replay the trials logged in --workdir and go on."
-)
+_RESUME = common.define_resume_flag("search (replays its logged trials)")
 _SMOKE = flags.DEFINE_bool("smoke", False, "16 images, 1 budget, 3 trials.")
 
 
+@common.report_errors
 def main(argv: Sequence[str]) -> None:
     """Fits and exports the tables."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
     smoke = _SMOKE.value
-    try:
-        config = fit.Config(
-            model=_MODEL.value,
-            weights=None if _WEIGHTS.value == "none" else _WEIGHTS.value,
-            data=_DATA.value,
-            limit=16 if smoke else _LIMIT.value,
-            split_seed=_SPLIT_SEED.value,
-            families=tuple(_FAMILIES.value),
-            budget_qualities=tuple(
-                int(q) for q in _BUDGETS.value[: 1 if smoke else None]
-            ),
-            max_trials=3 if smoke else _MAX_TRIALS.value,
-            tie_weight=_TIE_WEIGHT.value,
-            batch_size=_BATCH_SIZE.value,
-            num_threads=_NUM_THREADS.value,
-            seed=_SEED.value,
-        )
-        fit.run(config, _WORKDIR.value, resume=_RESUME.value)
-    except (ValueError, OSError) as e:  # Usage and data errors: one line.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = fit.Config(
+        model=_MODEL.model.value,
+        weights=_MODEL.weights_value,
+        data=_DATA.data.value,
+        limit=16 if smoke else _DATA.limit.value,
+        tfds_data_dir=_DATA.tfds_data_dir.value,
+        split_seed=_SPLIT_SEED.value,
+        families=tuple(_FAMILIES.value),
+        budget_qualities=tuple(
+            int(q) for q in _BUDGETS.value[: 1 if smoke else None]
+        ),
+        max_trials=3 if smoke else _MAX_TRIALS.value,
+        tie_weight=_TIE_WEIGHT.value,
+        batch_size=_BATCH_SIZE.value,
+        num_threads=_NUM_THREADS.value,
+        seed=_SEED.value,
+    )
+    fit.run(config, _WORKDIR.value, resume=_RESUME.value)
 
 
 if __name__ == "__main__":

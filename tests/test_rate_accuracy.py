@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -180,3 +182,26 @@ class DiagnosticsTest(tf.test.TestCase):
             rate_accuracy.load_tablesets((folder, folder))
         with self.assertRaisesRegex(FileNotFoundError, "no such"):
             rate_accuracy.load_tablesets(folder + "/missing")
+
+
+class ScriptTest(tf.test.TestCase):
+    def test_missing_tables_is_one_line_error(self):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.eval_deepn_jpeg",
+                "--tables=/nonexistent/tables",
+                f"--workdir={self.create_tempdir().full_path}",
+            ],
+            cwd=testing_utils.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            timeout=300,
+        )
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],
+            "error: /nonexistent/tables: no such tables file or folder",
+        )
