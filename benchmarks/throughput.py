@@ -83,8 +83,10 @@ def _peak_rss_mib(folder: str, n: int, weights: str | None) -> float:
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True
     )
+    if out.returncode:
+        raise RuntimeError(f"evaluation subprocess failed:\n{out.stderr}")
     shutil.rmtree(workdir)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -155,7 +157,10 @@ def main(argv):
             for i in range(1000):
                 path, _ = files[i % len(files)]
                 wnid = os.path.basename(path).split("_")[0]
-                os.symlink(path, os.path.join(folder, f"{wnid}_{i:04d}.JPEG"))
+                os.symlink(
+                    os.path.abspath(path),  # --data may be relative.
+                    os.path.join(folder, f"{wnid}_{i:04d}.JPEG"),
+                )
             rss_100 = _peak_rss_mib(folder, 100, weights)
             rss_1000 = _peak_rss_mib(folder, 1000, weights)
         print(f"peak_rss 100 images: {rss_100:.0f} MiB")
