@@ -701,7 +701,10 @@ def run(
         raise ValueError(f"max_trials must be >= 1, got {config.max_trials}")
     candidates.validate_qualities(config.budget_qualities)
     workdir_lib.prepare(workdir)
-    workdir_lib.write_config(workdir, config, resume)
+    # More trials continue the same deterministic search: the log replays.
+    workdir_lib.write_config(
+        workdir, config, resume, may_change=("max_trials",)
+    )
     log_path = os.path.join(workdir, TRIALS_FILE)
     if not resume and os.path.exists(log_path):
         os.remove(log_path)

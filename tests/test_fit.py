@@ -182,11 +182,20 @@ class RunTest(tf.test.TestCase):
         # Without resume the log starts over.
         fit.run(config, workdir, verbose=False)
         self.assertLen(read_log(workdir), len(logged))
-        with self.assertRaisesRegex(ValueError, "max_trials"):
+        # A longer search resumes: the logged trials replay, only the new
+        # ones are computed. Other settings are refused.
+        longer = fit.run(
+            self.config(
+                families=("standard",), budget_qualities=(30,), max_trials=7
+            ),
+            workdir,
+            resume=True,
+            verbose=False,
+        )
+        self.assertEqual(longer["trials_computed"], 2)
+        with self.assertRaisesRegex(ValueError, "budget_qualities"):
             fit.run(
-                self.config(
-                    families=("standard",), budget_qualities=(30,), max_trials=2
-                ),
+                self.config(families=("standard",), budget_qualities=(40,)),
                 workdir,
                 resume=True,
                 verbose=False,
