@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from absl import flags
 
-from compression_helps import candidates, models
+from compression_helps import candidates, datasets, models
 
 __all__ = [
     "DataFlags",
@@ -24,6 +24,7 @@ __all__ = [
     "define_model_flags",
     "define_qualities_flag",
     "define_resume_flag",
+    "define_split_flags",
     "qualities",
     "report_errors",
 ]
@@ -98,6 +99,28 @@ def define_data_flags(required: bool = False) -> DataFlags:
             "tfds_data_dir", None, "TFDS data dir."
         ),
     )
+
+
+def define_split_flags(
+    what: str,
+) -> tuple[flags.FlagHolder[str], flags.FlagHolder[int]]:
+    """Defines `--split` and `--split_seed` (`datasets.split`).
+
+    Args:
+      what: which images the script uses, for the help text, e.g. "Images
+        analysed".
+
+    Returns:
+      The `--split` and `--split_seed` flag holders.
+    """
+    split = flags.DEFINE_enum(
+        "split",
+        "all",
+        list(datasets.SPLITS),
+        f"{what}: all, or one half (fit/heldout) of a seeded random split.",
+    )
+    seed = flags.DEFINE_integer("split_seed", 0, "Seed of the split.")
+    return split, seed
 
 
 def define_qualities_flag() -> flags.FlagHolder[list[str]]:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import datasets
 from deepn_jpeg import design, statistics, tables
 from experiments import common
 
@@ -38,15 +37,7 @@ _PER_CLASS = flags.DEFINE_integer(
     _DEFAULTS.per_class,
     "At most N images per label (unlabelled: all); 0: all images.",
 )
-_SPLIT = flags.DEFINE_enum(
-    "split",
-    _DEFAULTS.split,
-    list(datasets.SPLITS),
-    "Images used: all, or the fit half of a seeded split (see --split_seed).",
-)
-_SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", _DEFAULTS.split_seed, "Seed of the fit/heldout split."
-)
+_SPLIT, _SPLIT_SEED = common.define_split_flags("Images analysed")
 _VARIANT = flags.DEFINE_enum(
     "variant", "both", [*tables.PLM_VARIANTS, "both"], "PLM variant(s)."
 )

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import datasets
 from deepn_jpeg import rate_accuracy
 from experiments import common
 
@@ -53,15 +52,7 @@ _TABLES = flags.DEFINE_list(
 _MODEL = common.define_model_flags(_DEFAULTS.model)
 _DATA = common.define_data_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_SPLIT = flags.DEFINE_enum(
-    "split",
-    _DEFAULTS.split,
-    list(datasets.SPLITS),
-    "Images evaluated: all, or one half of a seeded split (--split_seed).",
-)
-_SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", _DEFAULTS.split_seed, "Seed of the fit/heldout split."
-)
+_SPLIT, _SPLIT_SEED = common.define_split_flags("Images evaluated")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", _DEFAULTS.batch_size, "Images per model call."
 )
