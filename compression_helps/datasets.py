@@ -352,11 +352,11 @@ def split(source: Source, part: str, seed: int = 0) -> Source:
     Jobs that learn something from images (DeepN-JPEG table statistics, a
     table search) use the "fit" half; their evaluation uses the "heldout"
     half, which they never see. The rule depends only on the number of
-    examples and the seed: a `np.random.default_rng(seed)` permutation of
-    the indices; its first `N // 2` are "fit", the others "heldout"
-    (`heldout_mask`). Each
-    part keeps the source's order and is re-indexed from 0, so it can be
-    sharded and resumed like any source.
+    examples and the seed (`heldout_mask`): of a
+    `np.random.default_rng(seed)` permutation of the indices, the first
+    `N // 2` are "fit", the others "heldout". Each part keeps the source's
+    order and is re-indexed from 0, so it can be sharded and resumed like any
+    source.
 
     Args:
       source: examples with a known count.
