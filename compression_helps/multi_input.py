@@ -481,7 +481,7 @@ def compute_features(
         "features": np.concatenate(features).astype(np.float32)[order],
         "labels": np.concatenate(labels).astype(np.int32)[order],
         "index": index[order],
-        "ids": np.array(ids, dtype=str).reshape(-1)[order],
+        "ids": np.array(ids, dtype=str)[order],
     }
 
 

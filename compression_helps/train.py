@@ -271,14 +271,9 @@ def _topk(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    # Only one worker of a multi-worker run writes the workdir's files.
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type in (None, "", "chief"):
-        return True
-    # Without a "chief" task, worker 0 is the chief (the TF_CONFIG rule).
-    cluster = resolver.cluster_spec().as_dict()
-    is_worker_0 = resolver.task_type == "worker" and resolver.task_id == 0
-    return is_worker_0 and "chief" not in cluster
+    # Only one worker of a multi-worker run writes the workdir's files (the
+    # chief, by the TF_CONFIG rule); every other strategy has one writer.
+    return strategy.extended.should_checkpoint
 
 
 def _prepare_workdir(workdir: str, config: Config, resume: bool) -> None:
@@ -462,8 +457,6 @@ def _predict_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     probabilities, labels = [], []
     for inputs, batch_labels in dataset:
-        if len(model.inputs) == 1:  # The backbone alone sees the original.
-            inputs = inputs[multi_input.ORIGINAL]
         probabilities.append(multi_input.predict_batch(model, inputs))
         labels.append(batch_labels.numpy())
     return np.concatenate(probabilities), np.concatenate(labels)
@@ -492,7 +485,10 @@ def _train_on_images(
     # Before training: a trainable backbone shares its layers with the model.
     with model.distribute_strategy.scope():
         backbone = multi_input.backbone_alone(classifier)
-    probabilities, labels = _predict_images(backbone, images(True))
+    originals = images(True).map(  # The backbone alone sees the original.
+        lambda inputs, labels: (inputs[multi_input.ORIGINAL], labels)
+    )
+    probabilities, labels = _predict_images(backbone, originals)
     backbone_metrics = _topk(probabilities, labels)
     _fit(model, images(False), images(True), config, workdir, verbose)
     probabilities, labels = _predict_images(model, images(True))

@@ -62,6 +62,18 @@ def backbone_probabilities(classifier, images_uint8):
     return classifier.model(pixels, training=False)
 
 
+def start_data_service(num_workers=1):
+    """A local tf.data service: its dispatcher and workers (keep them alive)."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer()
+    address = dispatcher.target.split("://")[1]
+    workers = [
+        service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
+        for _ in range(num_workers)
+    ]
+    return dispatcher, workers
+
+
 def image_folder(test, num_images=6):
     folder = test.create_tempdir().full_path
     testing_utils.write_image_folder(folder, list(range(0, 2 * num_images, 2)))
@@ -412,15 +424,7 @@ class FeaturesTest(tf.test.TestCase):
         self.assertEqual(other["ids"].shape, (0,))
 
     def test_data_service_gives_the_same_features_in_index_order(self):
-        service = tf.data.experimental.service
-        dispatcher = service.DispatchServer()
-        address = dispatcher.target.split("://")[1]
-        workers = [  # noqa: F841 (kept alive until the end of the test)
-            service.WorkerServer(
-                service.WorkerConfig(dispatcher_address=address)
-            )
-            for _ in range(2)
-        ]
+        dispatcher, _workers = start_data_service(2)  # Alive to the end.
         args = (self.model, self.source.dataset, self.classifier.resize)
         local = multi_input.compute_features(*args, QUALITIES, 2, verbose=False)
         remote = multi_input.compute_features(
@@ -678,12 +682,7 @@ class TrainAndEvaluateTest(tf.test.TestCase):
             self.assertLen(f.readlines(), 1)
 
     def test_trains_on_images_through_the_data_service(self):
-        service = tf.data.experimental.service
-        dispatcher = service.DispatchServer()
-        address = dispatcher.target.split("://")[1]
-        worker = service.WorkerServer(  # noqa: F841 (kept alive)
-            service.WorkerConfig(dispatcher_address=address)
-        )
+        dispatcher, _workers = start_data_service()  # Alive to the end.
         workdir = self.create_tempdir().full_path
         config = dataclasses.replace(
             self.config,
@@ -720,32 +719,33 @@ class ScriptsTest(tf.test.TestCase):
             "--batch_size=4",
         ]
 
-    def test_train_then_export(self):
-        workdir = self.create_tempdir().full_path
-        result = run_module(
+    def _train(self, workdir, *flags):
+        return run_module(
             "experiments.train_multi_input",
             *self.common,
             f"--workdir={workdir}",
-            "--epochs=1",
+            *flags,
         )
+
+    def _train_one_epoch(self, workdir, *flags):
+        """Trains, checks the exit status and returns results.json."""
+        result = self._train(workdir, "--epochs=1", *flags)
         self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(workdir, "results.json")) as f:
+            return json.load(f)
+
+    def test_train_then_export(self):
+        workdir = self.create_tempdir().full_path
+        results = self._train_one_epoch(workdir)
         for name in ("config.json", "features.npz", "model.keras"):
             self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
-        with open(os.path.join(workdir, "results.json")) as f:
-            results = json.load(f)
         self.assertEqual(results["inputs"], list(NAMES))
         self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
         for model in ("backbone", "multi_input"):
             self.assertAllInRange(list(results[model].values()), 0.0, 1.0)
 
         # Other settings with --resume: one line, exit status 2.
-        result = run_module(
-            "experiments.train_multi_input",
-            *self.common,
-            f"--workdir={workdir}",
-            "--learning_rate=0.5",
-            "--resume",
-        )
+        result = self._train(workdir, "--learning_rate=0.5", "--resume")
         self.assertEqual(result.returncode, 2)
         self.assertRegex(result.stderr.strip().splitlines()[-1], "^error: ")
         self.assertIn("learning_rate", result.stderr)
@@ -776,18 +776,12 @@ class ScriptsTest(tf.test.TestCase):
 
     def test_mirrored_on_two_cpu_devices_trains_the_full_model(self):
         workdir = self.create_tempdir().full_path
-        result = run_module(
-            "experiments.train_multi_input",
-            *self.common,
-            f"--workdir={workdir}",
-            "--epochs=1",
+        results = self._train_one_epoch(
+            workdir,
             "--strategy=mirrored",
             "--num_cpu_devices=2",
             "--nocache_features",
         )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        with open(os.path.join(workdir, "results.json")) as f:
-            results = json.load(f)
         self.assertEqual(results["num_replicas"], 2)
         self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
         self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
