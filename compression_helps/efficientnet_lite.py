@@ -35,7 +35,6 @@ import importlib.resources
 import io
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any, BinaryIO
@@ -43,6 +42,8 @@ from typing import Any, BinaryIO
 import keras
 import numpy as np
 import tensorflow as tf
+
+from compression_helps import workdir
 
 __all__ = [
     "BATCH_NORM_EPSILON",
@@ -367,23 +368,6 @@ def convert_checkpoint(
         raise ValueError(f"checkpoint entries not used: {unused[:5]}...")
 
 
-def _save_weights_atomic(model: keras.Model, path: str) -> None:
-    """Writes next to `path`, then renames: readers never see half a file."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        prefix=".tmp-", suffix=".weights.h5", dir=folder
-    )
-    os.close(fd)
-    try:
-        model.save_weights(tmp_path, overwrite=True)
-        os.chmod(tmp_path, 0o644)  # mkstemp makes it private (0600).
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-
-
 def load_imagenet_weights(model: keras.Model) -> None:
     """Loads the ImageNet weights into a `build_efficientnet_lite0` model.
 
@@ -403,7 +387,9 @@ def load_imagenet_weights(model: keras.Model) -> None:
         return
     convert_checkpoint(model, read_torch_checkpoint(checkpoint_path()))
     try:
-        _save_weights_atomic(model, cache)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with workdir.atomic_path(cache) as tmp_path:
+            model.save_weights(tmp_path)
     except OSError:
         pass  # Read-only cache: convert again next time (about a second).
 

@@ -20,7 +20,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from compression_helps import candidates, datasets, models
+from compression_helps import workdir as workdir_lib
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -59,11 +59,8 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
       path: output `.npz` path; replaced only once fully written.
       arrays: name -> array (no object arrays).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(
-        dir=directory, suffix=".tmp", delete=False
-    ) as f:
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
+    with workdir_lib.atomic_path(path) as tmp_path:
+        with zipfile.ZipFile(tmp_path, "w", zipfile.ZIP_STORED) as archive:
             for name, array in arrays.items():
                 buffer = io.BytesIO()
                 np.lib.format.write_array(
@@ -71,7 +68,6 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
                 )
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
                 archive.writestr(info, buffer.getvalue())
-    os.replace(f.name, path)
 
 
 @dataclasses.dataclass

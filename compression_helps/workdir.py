@@ -7,13 +7,17 @@ written with other settings, so resumed results always match one config.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
+    "atomic_path",
     "CONFIG_FILE",
     "ERRORS_FILE",
     "count_errors",
@@ -24,6 +28,33 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 ERRORS_FILE = "errors.jsonl"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary path to write `path` to, renamed onto it on success.
+
+    Readers never see a half-written file, and a crash leaves the old file
+    (or none) plus at most a hidden `.tmp-*` folder. The temporary file has
+    the same name (writers that check the extension, like Keras'
+    `save_weights`, accept it) in a private folder next to `path` (so the
+    rename is atomic), and is created by the writer, so it gets the usual
+    file permissions.
+
+    Args:
+      path: the file to write.
+
+    Yields:
+      The temporary path; removed, with its folder, when the block ends.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp_folder = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
+    try:
+        tmp_path = os.path.join(tmp_folder, name)
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        shutil.rmtree(tmp_folder, ignore_errors=True)
 
 
 def prepare(workdir: str) -> None:
