@@ -41,7 +41,13 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from compression_helps import candidates, datasets, models, multi_input
+from compression_helps import (
+    candidates,
+    datasets,
+    evaluate,
+    models,
+    multi_input,
+)
 from compression_helps import workdir as workdir_lib
 
 __all__ = [
@@ -60,7 +66,7 @@ __all__ = [
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 SGD_MOMENTUM = 0.9
-TOP_K = 5
+TOP_K = evaluate.TOP_K  # Top-5, as everywhere in the project.
 # Settings a resumed run may change: more epochs, or where the work runs.
 RESUMABLE_CHANGES = (
     "epochs",
