@@ -29,6 +29,7 @@ from deepn_jpeg import tables
 __all__ = [
     "SUBSAMPLINGS",
     "ZIGZAG",
+    "check_subsampling",
     "decode",
     "encode",
     "encode_batch",
@@ -50,6 +51,14 @@ ZIGZAG = np.array(
 _SOI, _DQT, _SOS, _EOI = 0xD8, 0xDB, 0xDA, 0xD9
 # Markers without a length field: TEM, RST0-7 (and SOI/EOI).
 _STANDALONE = {0x01, *range(0xD0, 0xD8), _SOI, _EOI}
+
+
+def check_subsampling(subsampling: str) -> None:
+    """Raises ValueError unless `subsampling` is one of `SUBSAMPLINGS`."""
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(
+            f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}"
+        )
 
 
 def read_qtables(jpeg_bytes: bytes) -> dict[int, np.ndarray]:
@@ -149,10 +158,7 @@ def encode(
         raise ValueError(
             f"expected [H, W, 3] uint8, got {image.shape} {image.dtype}"
         )
-    if subsampling not in SUBSAMPLINGS:
-        raise ValueError(
-            f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}"
-        )
+    check_subsampling(subsampling)
     luma = tables.validate_qtable(luma_qtable)
     chroma = tables.validate_qtable(chroma_qtable)
     buffer = io.BytesIO()
@@ -214,10 +220,7 @@ def tf_encode(
     """
     luma = tables.validate_qtable(luma_qtable)
     chroma = tables.validate_qtable(chroma_qtable)
-    if subsampling not in SUBSAMPLINGS:
-        raise ValueError(
-            f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}"
-        )
+    check_subsampling(subsampling)
     image_uint8 = tf.convert_to_tensor(image_uint8, tf.uint8)
 
     def encode_numpy(image: np.ndarray) -> bytes:

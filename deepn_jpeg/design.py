@@ -101,7 +101,8 @@ def qtables_path(workdir: str, variant: str, extension: str) -> str:
 
     Args:
       workdir: the output directory.
-      variant: PLM variant.
+      variant: PLM variant (or another table set's name, e.g. a fitted
+        one of `fit`).
       extension: "json" or "txt" (`cjpeg -qtables`).
 
     Returns:

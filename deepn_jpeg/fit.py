@@ -60,7 +60,7 @@ from absl import logging
 
 from compression_helps import candidates, datasets, evaluate, models
 from compression_helps import workdir as workdir_lib
-from deepn_jpeg import codec, statistics, tables
+from deepn_jpeg import codec, design, statistics, tables
 
 __all__ = [
     "FAMILIES",
@@ -302,11 +302,7 @@ class TrialEvaluator:
           subsampling: chroma subsampling of every file.
           num_threads: encoder threads (0: one per CPU).
         """
-        if subsampling not in codec.SUBSAMPLINGS:
-            raise ValueError(
-                f"subsampling must be one of {codec.SUBSAMPLINGS}, "
-                f"got {subsampling!r}"
-            )
+        codec.check_subsampling(subsampling)
         self.images = list(images_uint8)
         self.labels = np.asarray(labels, np.int32)
         self.num_pixels = sum(i.shape[0] * i.shape[1] for i in self.images)
@@ -462,16 +458,18 @@ class _TrialLog:
                         continue  # A line cut by an interruption.
                     self.records[record["key"]] = record
 
-    def get(self, key: str) -> dict | None:
+    def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
+        """The logged record of `key`, or `compute()`'s, appended to the log."""
         record = self.records.get(key)
-        self.replayed += record is not None
-        return record
-
-    def add(self, record: dict) -> None:
+        if record is not None:
+            self.replayed += 1
+            return record
+        record = compute()
         self.computed += 1
-        self.records[record["key"]] = record
+        self.records[key] = record
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        return record
 
 
 def _load_images(
@@ -506,14 +504,14 @@ def _measure(
     log: _TrialLog, key: str, evaluator: TrialEvaluator, files_fn
 ) -> dict:
     """A logged or new measurement of fixed files (original, JPEG QF)."""
-    record = log.get(key)
-    if record is None:
+
+    def compute() -> dict:
         files = files_fn()
-        nbytes = sum(len(f) for f in files)
-        record = {"key": key, "feasible": True, "bytes": nbytes}
+        record = {"key": key, "feasible": True, "bytes": sum(map(len, files))}
         record.update(evaluator.classify(files))
-        log.add(record)
-    return record
+        return record
+
+    return log.get_or_compute(key, compute)
 
 
 def _search(
@@ -568,10 +566,7 @@ def _search(
         x = family.from_unit(unit)
         # The key fixes a trial's result (with the config of `run`).
         key = "|".join([family.name, str(quality), *(f"{v:.12g}" for v in x)])
-        record = log.get(key)
-        if record is None:
-            record = compute(x, key)
-            log.add(record)
+        record = log.get_or_compute(key, lambda: compute(x, key))
         record = {**record, "trial": len(trials)}
         trials.append(record)
         if record["feasible"]:
@@ -620,10 +615,10 @@ def _export(workdir: str, name: str, best: dict, comment: str) -> None:
     keys += ("bytes", "top1", "top5", "mean_prob", "trial")
     metadata = {k: best[k] for k in keys}
     tables.save_json(
-        os.path.join(workdir, f"qtables_{name}.json"), luma, chroma, metadata
+        design.qtables_path(workdir, name, "json"), luma, chroma, metadata
     )
     tables.write_cjpeg_qtables(
-        os.path.join(workdir, f"qtables_{name}.txt"),
+        design.qtables_path(workdir, name, "txt"),
         [luma, chroma],
         comment=comment + "\nslot 0: luma, slot 1: chroma; natural order; "
         "cjpeg -qtables FILE -qslots 0,1 (no -quality)",

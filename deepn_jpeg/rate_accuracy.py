@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from compression_helps import candidates, datasets, evaluate, metrics, models
-from deepn_jpeg import codec, tables
+from deepn_jpeg import codec, design, tables
 
 __all__ = [
     "GAIN_DROPS",
@@ -130,18 +130,19 @@ def _tables_in(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {name.removeprefix("qtables_"): tables.load_json(path)}
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such tables file or folder")
+    # The PLM variants first, in their usual order, then by name.
     names = sorted(
-        f.removeprefix("qtables_").removesuffix(".json")
-        for f in os.listdir(path)
-        if f.startswith("qtables_") and f.endswith(".json")
-    )
-    # The PLM variants first, in their usual order.
-    names.sort(
+        (
+            f.removeprefix("qtables_").removesuffix(".json")
+            for f in os.listdir(path)
+            if f.startswith("qtables_") and f.endswith(".json")
+        ),
         key=lambda n: (
             tables.PLM_VARIANTS.index(n)
             if n in tables.PLM_VARIANTS
-            else len(tables.PLM_VARIANTS)
-        )
+            else len(tables.PLM_VARIANTS),
+            n,
+        ),
     )
     if not names:
         raise FileNotFoundError(
@@ -149,7 +150,7 @@ def _tables_in(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "fit_qtable.py first)"
         )
     return {
-        name: tables.load_json(os.path.join(path, f"qtables_{name}.json"))
+        name: tables.load_json(design.qtables_path(path, name, "json"))
         for name in names
     }
 
@@ -543,11 +544,7 @@ def run(
         config.diagnostics,
         config.diagnostic_quality,
     )
-    if config.subsampling not in codec.SUBSAMPLINGS:
-        raise ValueError(
-            f"subsampling must be one of {codec.SUBSAMPLINGS}, "
-            f"got {config.subsampling!r}"
-        )
+    codec.check_subsampling(config.subsampling)
     os.makedirs(workdir, exist_ok=True)
     classifier = models.load_classifier(config.model, config.weights)
     source = datasets.split(

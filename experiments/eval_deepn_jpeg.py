@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import rate_accuracy
+from deepn_jpeg import codec, rate_accuracy
 from experiments import common
 
 _DEFAULTS = rate_accuracy.Config(tables="")
@@ -61,7 +61,7 @@ _QUALITIES = common.define_qualities_flag()
 _SUBSAMPLING = flags.DEFINE_enum(
     "subsampling",
     _DEFAULTS.subsampling,
-    ["4:4:4", "4:2:2", "4:2:0"],
+    list(codec.SUBSAMPLINGS),
     "Chroma subsampling of every file.",
 )
 _DIAGNOSTICS = flags.DEFINE_list(

@@ -90,9 +90,7 @@ def main(argv: Sequence[str]) -> None:
         tfds_data_dir=_DATA.tfds_data_dir.value,
         split_seed=_SPLIT_SEED.value,
         families=tuple(_FAMILIES.value),
-        budget_qualities=tuple(
-            int(q) for q in _BUDGETS.value[: 1 if smoke else None]
-        ),
+        budget_qualities=common.qualities(_BUDGETS)[: 1 if smoke else None],
         max_trials=3 if smoke else _MAX_TRIALS.value,
         tie_weight=_TIE_WEIGHT.value,
         batch_size=_BATCH_SIZE.value,

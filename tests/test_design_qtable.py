@@ -1,8 +1,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -12,14 +10,7 @@ from tests import testing_utils
 
 
 def run_script(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.design_qtable", *flags],
-        cwd=testing_utils.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=300,
-    )
+    return testing_utils.run_module("experiments.design_qtable", *flags)
 
 
 class DesignTest(tf.test.TestCase):

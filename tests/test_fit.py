@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -228,14 +226,7 @@ class RunTest(tf.test.TestCase):
 
 class ScriptTest(tf.test.TestCase):
     def run_script(self, *flags):
-        return subprocess.run(
-            [sys.executable, "-m", "experiments.fit_qtable", *flags],
-            cwd=testing_utils.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            timeout=300,
-        )
+        return testing_utils.run_module("experiments.fit_qtable", *flags)
 
     def test_smoke(self):
         data = self.create_tempdir().full_path

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -186,19 +184,10 @@ class DiagnosticsTest(tf.test.TestCase):
 
 class ScriptTest(tf.test.TestCase):
     def test_missing_tables_is_one_line_error(self):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "experiments.eval_deepn_jpeg",
-                "--tables=/nonexistent/tables",
-                f"--workdir={self.create_tempdir().full_path}",
-            ],
-            cwd=testing_utils.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            timeout=300,
+        result = testing_utils.run_module(
+            "experiments.eval_deepn_jpeg",
+            "--tables=/nonexistent/tables",
+            f"--workdir={self.create_tempdir().full_path}",
         )
         self.assertEqual(result.returncode, 2)
         self.assertEqual(

@@ -1,8 +1,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import tensorflow as tf
@@ -12,13 +10,8 @@ from tests import testing_utils
 
 
 def run_script(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.run_selectors", *flags],
-        cwd=testing_utils.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=600,
+    return testing_utils.run_module(
+        "experiments.run_selectors", *flags, timeout=600
     )
 
 

@@ -1,11 +1,27 @@
 """Shared fakes for tests: real sample images, tiny JPEGs, tiny folders."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(
+    module: str, *flags: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs `python -m <module> <flags>` from the repo root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *flags],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=timeout,
+    )
 
 
 def sample_dir() -> str:
