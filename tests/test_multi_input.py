@@ -2,8 +2,6 @@ import dataclasses
 import glob
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import keras
@@ -566,14 +564,7 @@ class ExportTest(tf.test.TestCase):
 
 
 def run_module(module, *flags):
-    return subprocess.run(
-        [sys.executable, "-m", module, *flags],
-        cwd=testing_utils.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=600,
-    )
+    return testing_utils.run_module(module, *flags, timeout=600)
 
 
 class _Interrupted(Exception):
