@@ -20,19 +20,24 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 __all__ = [
+    "JPEG",
+    "ORIGINAL",
     "QUALITIES",
     "Codec",
     "as_codecs",
     "jpeg_codec",
     "candidate_batches",
     "decode_image",
-    "encode_candidates",
+    "encoded_candidates",
     "make_candidates",
+    "model_pixels",
     "validate_qualities",
 ]
 
 # SPEC.md: QF 100, 90, ..., 10.
 QUALITIES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+JPEG = "jpeg"  # The curve of standard JPEG.
+ORIGINAL = "original"  # The curve (and name) of candidate 0.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +45,25 @@ class Codec:
     """One way to re-encode a decoded original into a candidate file.
 
     Attributes:
-      name: candidate name in reports, e.g. `qf50`.
+      curve: `JPEG` for standard JPEG (Annex K tables), else the name of the
+        table set, e.g. "paper" or "fit-standard-qf40".
+      quality: the IJG quality factor (1-100) the tables are scaled to.
       encode: `[H, W, 3]` uint8 -> scalar tf.string JPEG file; TF ops (or
         `tf.numpy_function`), usable inside `tf.data`.
-      quality: the JPEG QF where the codec is standard JPEG at one, else -1.
     """
 
-    name: str
-    encode: Callable[[tf.Tensor], tf.Tensor]
-    quality: int = -1
+    curve: str
+    quality: int
+    encode: Callable[[tf.Tensor], tf.Tensor] = dataclasses.field(
+        compare=False, repr=False
+    )
+
+    @property
+    def name(self) -> str:
+        """Candidate name in reports: `qf50`, or `<curve>_q50`."""
+        if self.curve == JPEG:
+            return f"qf{self.quality}"
+        return f"{self.curve}_q{self.quality}"
 
 
 def jpeg_codec(quality: int) -> Codec:
@@ -56,7 +71,7 @@ def jpeg_codec(quality: int) -> Codec:
     encode = functools.partial(
         tf.io.encode_jpeg, quality=quality, optimize_size=True
     )
-    return Codec(f"qf{quality}", encode, quality)
+    return Codec(JPEG, quality, encode)
 
 
 def as_codecs(qualities: Sequence[int | Codec]) -> tuple[Codec, ...]:
@@ -131,24 +146,50 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def encode_candidates(
-    image_bytes: tf.Tensor, qualities: Sequence[int | Codec] = QUALITIES
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """The candidate files of one image and the decoded original.
+def model_pixels(
+    image_uint8: tf.Tensor, resize: Callable[[tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
+    """The one path from a decoded image to what crosses to the model.
 
     Args:
-      image_bytes: scalar tf.string, the original file.
-      qualities: candidates 1..V-1: JPEG QFs (Python ints: `encode_jpeg`
-        takes its quality at trace time) or `Codec`s.
+      image_uint8: `[H, W, 3]` uint8.
+      resize: the model's crop and resize (`models.Classifier.resize`).
 
     Returns:
-      `([V] tf.string candidate files, [H, W, 3] uint8 decoded original)`.
+      `[S, S, 3]` uint8: rounded so that the host sends a quarter of the
+      bytes to the accelerator, which applies the model's normalisation
+      (`Classifier.preprocess_input`).
     """
-    original = decode_image(image_bytes)
-    files = [image_bytes]
-    for codec in as_codecs(qualities):
-        files.append(codec.encode(original))
-    return tf.stack(files), original
+    return tf.cast(tf.round(resize(image_uint8)), tf.uint8)
+
+
+def encoded_candidates(
+    original_uint8: tf.Tensor,
+    resize: Callable[[tf.Tensor], tf.Tensor],
+    codecs: Sequence[Codec],
+) -> dict[str, tf.Tensor]:
+    """Per-image work of every codec: its file's size and decoded pixels.
+
+    Both the streaming evaluation (`make_candidates`) and the in-memory one
+    (`evaluate.InMemoryImages`, originals decoded once) run this, so a
+    codec's numbers are the same in both.
+
+    Args:
+      original_uint8: `[H, W, 3]` uint8, the decoded original.
+      resize: the model's crop and resize (`models.Classifier.resize`).
+      codecs: the candidates to write.
+
+    Returns:
+      `{"sizes": [K] int64 bytes, "pixels": [K, S, S, 3] uint8}`.
+    """
+    files = tf.stack([codec.encode(original_uint8) for codec in codecs])
+    pixels = [
+        model_pixels(decode_image(files[i]), resize) for i in range(len(codecs))
+    ]
+    return {
+        "sizes": tf.cast(tf.strings.length(files), tf.int64),
+        "pixels": tf.stack(pixels),
+    }
 
 
 def make_candidates(
@@ -167,27 +208,21 @@ def make_candidates(
 
     Returns:
       `{"id", "label", ["index",] "sizes": [V] int64 bytes, "num_pixels":
-      int64 H * W of the original, "pixels": [V, S, S, 3] uint8}`. Pixels
-      are rounded to uint8 so that the host sends a quarter of the bytes to
-      the accelerator, which applies the model's normalisation
-      (`Classifier.preprocess_input`).
+      int64 H * W of the original, "pixels": [V, S, S, 3] uint8}`
+      (`model_pixels`); candidate 0 is the original file.
     """
-    files, original = encode_candidates(example["image_bytes"], qualities)
-    decoded = [original]  # Candidate 0: decoded once, reused.
-    for i in range(1, len(qualities) + 1):
-        decoded.append(
-            tf.io.decode_jpeg(
-                files[i], channels=3, dct_method="INTEGER_ACCURATE"
-            )
-        )
-    pixels = [tf.cast(tf.round(resize(image)), tf.uint8) for image in decoded]
+    original = decode_image(example["image_bytes"])
+    encoded = encoded_candidates(original, resize, as_codecs(qualities))
+    original_size = tf.cast(tf.strings.length(example["image_bytes"]), tf.int64)
     kept = {k: v for k, v in example.items() if k != "image_bytes"}
     shape = tf.shape(original, out_type=tf.int64)
     return {
         **kept,
-        "sizes": tf.cast(tf.strings.length(files), tf.int64),
+        "sizes": tf.concat([original_size[None], encoded["sizes"]], 0),
         "num_pixels": shape[0] * shape[1],  # Of the original, for bpp.
-        "pixels": tf.stack(pixels),
+        "pixels": tf.concat(
+            [model_pixels(original, resize)[None], encoded["pixels"]], 0
+        ),
     }
 
 

@@ -18,21 +18,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.resources
 import os
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from compression_helps import rundir
+
 __all__ = [
+    "DataConfig",
     "IMAGE_EXTENSIONS",
     "SAMPLE_IMAGES_URL",
     "SPLITS",
     "heldout_mask",
     "Source",
     "class_names",
+    "diagnose",
     "folder_examples",
     "load",
     "sample_images_dir",
@@ -132,6 +138,9 @@ class Source:
       known_labels: `[N]` labels when known without reading the images.
       read_indices: `(indices) -> tf.data.Dataset` reading only those
         examples, where the source can; else `select` filters a range.
+      fingerprint: the identity of the data, JSON-serialisable: for a
+        folder, a digest of its files' names, sizes and modification times;
+        for TFDS, name, split, version and size. Resumed runs check it.
     """
 
     read: Callable[[int, int | None], tf.data.Dataset]
@@ -140,6 +149,7 @@ class Source:
     root: str | None = None
     known_labels: np.ndarray | None = None
     read_indices: Callable[[np.ndarray], tf.data.Dataset] | None = None
+    fingerprint: Any = None
 
     @property
     def dataset(self) -> tf.data.Dataset:
@@ -178,6 +188,19 @@ class Source:
         return f"{self.description}/{example_id}"
 
 
+def _folder_fingerprint(folder: str, ids: Sequence[str]) -> dict:
+    """A digest of the files' names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for image_id in ids:
+        try:
+            stat = os.stat(os.path.join(folder, image_id))
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = -1  # Recorded as unreadable when read.
+        digest.update(f"{image_id}\0{size}\0{mtime}\0".encode())
+    return {"files": len(ids), "sha256": digest.hexdigest()}
+
+
 def _from_folder(folder: str, limit: int | None) -> Source:
     examples = folder_examples(folder)[:limit]
     if not examples:
@@ -213,6 +236,7 @@ def _from_folder(folder: str, limit: int | None) -> Source:
         root=folder,
         known_labels=labels,
         read_indices=read_indices,
+        fingerprint=_folder_fingerprint(folder, ids),
     )
 
 
@@ -262,7 +286,15 @@ def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
         )
 
     described = split if limit is None else f"{split}[:{limit}]"
-    return Source(read, num_examples, f"tfds {name}:{described}")
+    fingerprint = {
+        "tfds": name,
+        "split": split,
+        "version": str(builder.info.version),
+        "examples": num_examples,
+    }
+    return Source(
+        read, num_examples, f"tfds {name}:{described}", fingerprint=fingerprint
+    )
 
 
 def load(
@@ -287,6 +319,89 @@ def load(
     if data.startswith(_TFDS_PREFIX):
         return _from_tfds(data[len(_TFDS_PREFIX) :], limit, tfds_data_dir)
     return _from_folder(data, limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which images a job reads; part of every job's config.
+
+    Attributes:
+      name: an image folder or `tfds:<name>[:<split>]`; empty: the ImageNet
+        sample images (downloaded once).
+      limit: only the first `limit` images (in a fixed order).
+      tfds_data_dir: TFDS data directory.
+      split: all images, or one half of a seeded random split (`split`):
+        jobs that learn from images use "fit", their evaluation "heldout".
+      split_seed: the seed of that split.
+    """
+
+    name: str = ""
+    limit: int | None = None
+    tfds_data_dir: str | None = None
+    split: str = "all"
+    split_seed: int = 0
+
+    def resolved(self) -> DataConfig:
+        """The same config with the sample images' folder filled in."""
+        return dataclasses.replace(self, name=self.name or sample_images_dir())
+
+    def load(self) -> Source:
+        """The source (`load`, then `split`)."""
+        source = load(self.resolved().name, self.limit, self.tfds_data_dir)
+        return split(source, self.split, self.split_seed)
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    line = message.strip().splitlines()[0] if message.strip() else repr(error)
+    # Drop TF's op-location decorations: "{{function_node ...}} " in front,
+    # " [Op:...]" behind; the reason is the library's own message.
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    return line.split(" [Op:")[0].strip()
+
+
+def diagnose(
+    source: Source,
+    index: int,
+    work: Callable[[dict[str, tf.Tensor]], Any],
+    require_label: bool = True,
+) -> rundir.SkippedImage:
+    """Re-runs one dropped example's work eagerly: why it failed.
+
+    Pipelines drop failing examples (`Dataset.ignore_errors`) to keep going;
+    this finds the reason for each one they dropped. Every job records its
+    skipped images through here.
+
+    Args:
+      source: the examples.
+      index: the example's index in `source`.
+      work: the per-example function of the pipeline; raises on bad input.
+      require_label: an unknown label (-1) is a reason to skip.
+
+    Returns:
+      The skip record; "failed: in tf.data only" when the example works
+      alone (e.g. the pipeline ran out of memory).
+    """
+    try:
+        example = next(iter(source.read(index, index + 1)))
+    except (tf.errors.OpError, StopIteration) as e:
+        name = f"#{index}"
+        reason = f"unreadable file: {_first_line(e)}"
+        return rundir.SkippedImage(name, source.path_of(name), reason)
+    image_id = example["id"].numpy().decode()
+    path = source.path_of(image_id)
+    if require_label and int(example["label"]) < 0:
+        reason = "no ImageNet label: the file name has no known wnid"
+        return rundir.SkippedImage(image_id, path, reason)
+    if len(example["image_bytes"].numpy()) == 0:
+        return rundir.SkippedImage(image_id, path, "empty file: 0 bytes")
+    try:
+        work(example)
+    except tf.errors.OpError as e:
+        reason = f"cannot decode: {_first_line(e)}"
+        return rundir.SkippedImage(image_id, path, reason)
+    # Dropped in tf.data but fine when re-run alone (e.g. out of memory).
+    return rundir.SkippedImage(image_id, path, "failed: in tf.data only")
 
 
 def sample_images_dir(
@@ -406,4 +521,5 @@ def split(source: Source, part: str, seed: int = 0) -> Source:
         root=source.root,
         known_labels=None if known is None else known[indices],
         read_indices=read_indices,
+        fingerprint=source.fingerprint,
     )

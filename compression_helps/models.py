@@ -19,6 +19,7 @@ import tensorflow as tf
 
 __all__ = [
     "Classifier",
+    "ModelConfig",
     "ModelSpec",
     "REGISTRY",
     "WeightsError",
@@ -246,6 +247,31 @@ def _from_registry(
     elif weights is not None:
         _load_weights(model, weights, spec.name)
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which classifier a job uses; part of every job's config.
+
+    Attributes:
+      name: one of `REGISTRY`, or a `.keras` / `.h5` model file.
+      weights: "imagenet", a weights file, or None for random weights
+        (tests only).
+      image_size: model input side; None: the model's own.
+    """
+
+    name: str = "efficientnet_lite0"
+    weights: str | None = "imagenet"
+    image_size: int | None = None
+
+    def load(self) -> Classifier:
+        """The classifier (`load_classifier`)."""
+        return load_classifier(self.name, self.weights, self.image_size)
+
+    def input_files(self) -> list[str]:
+        """The model and weights files, whose content changes results."""
+        files = [self.name, self.weights or ""]
+        return [f for f in files if f not in REGISTRY and os.path.isfile(f)]
 
 
 def load_classifier(

@@ -8,12 +8,11 @@ ratio against the original files (SPEC.md) and mean candidate size.
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
 
 import numpy as np
 
-from compression_helps import evaluate, metrics, selectors
+from compression_helps import evaluate, metrics, rundir, selectors
 
 __all__ = [
     "CONFIDENCE_THRESHOLDS",
@@ -132,15 +131,15 @@ def plot_accuracy_vs_cr(
 
 def write_report(
     predictions: evaluate.Predictions,
-    workdir: str,
+    run: rundir.RunDir,
     model_name: str,
     errors_by_reason: dict[str, int] | None = None,
 ) -> dict:
-    """Writes report.json, report.csv and accuracy_vs_cr.png to `workdir`.
+    """Writes report.json, report.csv and accuracy_vs_cr.png, atomically.
 
     Args:
       predictions: the evaluation results.
-      workdir: output directory.
+      run: the run directory.
       model_name: shown in the report and plot.
       errors_by_reason: skipped images counted by reason.
 
@@ -156,16 +155,17 @@ def write_report(
         "errors_by_reason": errors_by_reason,
         "rows": rows,
     }
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(workdir, "report.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_accuracy_vs_cr(
-        rows,
-        len(predictions.names),
-        os.path.join(workdir, "accuracy_vs_cr.png"),
-        f"{model_name}, {predictions.num_images} images",
-    )
+    run.write_json("report.json", report)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    run.write_text("report.csv", table.getvalue())
+    with rundir.atomic_path(run.path("accuracy_vs_cr.png")) as tmp_path:
+        plot_accuracy_vs_cr(
+            rows,
+            len(predictions.names),
+            tmp_path,
+            f"{model_name}, {predictions.num_images} images",
+        )
     return report

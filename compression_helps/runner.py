@@ -6,15 +6,22 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
 
-from compression_helps import candidates, datasets, evaluate, models, report
-from compression_helps import workdir as workdir_lib
+from compression_helps import (
+    candidates,
+    datasets,
+    evaluate,
+    models,
+    report,
+    rundir,
+)
 
-__all__ = ["Config", "rebuild_report", "run"]
+__all__ = ["JOB", "Config", "rebuild_report", "run"]
+
+JOB = "run_selectors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,15 +29,10 @@ class Config:
     """What `run` evaluates; the flags of run_selectors.py mirror it.
 
     Attributes:
-      model: registry name or Keras model file.
-      weights: "imagenet", a weights file, or None for random weights.
-      data: folder or `tfds:<name>[:<split>]`; empty: the ImageNet sample
-        images (downloaded once).
+      model: the classifier.
+      data: the images.
       batch_size: images per model call (the model sees batch_size * V).
-      limit: evaluate only the first `limit` images.
       qualities: JPEG QFs of candidates 1..V-1.
-      image_size: model input side; None for the model's own.
-      tfds_data_dir: TFDS data directory.
       shard_size: images per results shard (the unit of resuming).
       data_service: tf.data service dispatcher address (`grpc://host:port`)
         whose workers do the JPEG work; None: this process does it.
@@ -39,18 +41,18 @@ class Config:
         "mixed_float16" (GPU) or "mixed_bfloat16" (TPU); None: float32.
     """
 
-    model: str = "efficientnet_lite0"
-    weights: str | None = "imagenet"
-    data: str = ""
+    model: models.ModelConfig = models.ModelConfig()
+    data: datasets.DataConfig = datasets.DataConfig()
     batch_size: int = 8
-    limit: int | None = None
     qualities: tuple[int, ...] = candidates.QUALITIES
-    image_size: int | None = None
-    tfds_data_dir: str | None = None
     shard_size: int = evaluate.SHARD_SIZE
     data_service: str | None = None
     jit_compile: bool = False
     mixed_precision: str | None = None
+
+
+# Where the work runs, not what it computes: a resumed run may change them.
+RESUMABLE_CHANGES = ("data_service", "jit_compile")
 
 
 def run(
@@ -63,41 +65,45 @@ def run(
 
     Args:
       config: what to evaluate.
-      workdir: output directory (created).
-      resume: continue an interrupted run in `workdir` (same config).
+      workdir: output directory (created; see `rundir.RunDir.open`).
+      resume: continue an interrupted run in `workdir` (same config, data).
       verbose: progress bar and printed table.
 
     Returns:
       The report dict (see `report.write_report`).
     """
     qualities = candidates.validate_qualities(config.qualities)
-    workdir_lib.prepare(workdir)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
-    classifier = models.load_classifier(
-        config.model, config.weights, config.image_size
-    )
-    data = config.data or datasets.sample_images_dir()
-    source = datasets.load(data, config.limit, config.tfds_data_dir)
-    resolved = dataclasses.replace(
-        config, data=data, qualities=qualities, image_size=classifier.image_size
-    )
-    workdir_lib.write_config(workdir, resolved, resume)
-    predictions, skipped = evaluate.predict(
-        classifier,
-        source,
-        qualities,
-        config.batch_size,
-        workdir=workdir,
-        resume=resume,
-        shard_size=config.shard_size,
-        data_service=config.data_service,
-        jit_compile=config.jit_compile,
-        verbose=verbose,
-    )
-    predictions.save(os.path.join(workdir, evaluate.PREDICTIONS_FILE))
-    workdir_lib.write_errors(workdir, skipped)
-    return _report(predictions, workdir, classifier.name, verbose)
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    data = config.data.resolved()
+    source = data.load()
+    config = dataclasses.replace(config, data=data, qualities=qualities)
+    with rundir.RunDir.open(
+        workdir,
+        JOB,
+        config,
+        resume,
+        data=source.fingerprint,
+        inputs=config.model.input_files(),
+        may_change=RESUMABLE_CHANGES,
+    ) as run_dir:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy(config.mixed_precision)
+        classifier = config.model.load()
+        predictions, skipped = evaluate.predict(
+            classifier,
+            source,
+            qualities,
+            config.batch_size,
+            run=run_dir,
+            shard_size=config.shard_size,
+            data_service=config.data_service,
+            jit_compile=config.jit_compile,
+            verbose=verbose,
+        )
+        run_dir.write_npz(evaluate.PREDICTIONS_FILE, predictions.to_arrays())
+        run_dir.write_errors(skipped)
+        return _report(predictions, run_dir, classifier.name, verbose)
 
 
 def rebuild_report(workdir: str, verbose: bool = True) -> dict:
@@ -112,22 +118,44 @@ def rebuild_report(workdir: str, verbose: bool = True) -> dict:
 
     Raises:
       FileNotFoundError: no predictions.npz in `workdir`.
+      ValueError: a damaged or foreign workdir, or one in use.
     """
     path = os.path.join(workdir, evaluate.PREDICTIONS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no predictions to report")
-    with open(os.path.join(workdir, "config.json")) as f:
-        model_name = json.load(f)["model"]
+    record = rundir.read_json(os.path.join(workdir, rundir.CONFIG_FILE))
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if record.get("job") != JOB or not isinstance(settings, dict):
+        raise ValueError(f"{workdir}: not a run_selectors workdir")
     predictions = evaluate.Predictions.load(path)
-    return _report(predictions, workdir, model_name, verbose)
+    config = Config(
+        **{
+            **settings,
+            "model": models.ModelConfig(**settings["model"]),
+            "data": datasets.DataConfig(**settings["data"]),
+            "qualities": tuple(settings["qualities"]),
+        }
+    )
+    with rundir.RunDir.open(
+        workdir,
+        JOB,
+        config,
+        resume=True,
+        data=record.get("data"),
+        inputs=list(record.get("inputs", {})),
+    ) as run_dir:
+        return _report(predictions, run_dir, config.model.name, verbose)
 
 
 def _report(
-    predictions: evaluate.Predictions, workdir: str, model: str, verbose: bool
+    predictions: evaluate.Predictions,
+    run_dir: rundir.RunDir,
+    model: str,
+    verbose: bool,
 ) -> dict:
-    errors_by_reason = workdir_lib.count_errors(workdir)
-    errors_path = os.path.join(workdir, workdir_lib.ERRORS_FILE)
-    result = report.write_report(predictions, workdir, model, errors_by_reason)
+    errors_by_reason = rundir.count_errors(run_dir.root)
+    errors_path = os.path.join(run_dir.root, rundir.ERRORS_FILE)
+    result = report.write_report(predictions, run_dir, model, errors_by_reason)
     if verbose:
         skipped = ", ".join(f"{n} {k}" for k, n in errors_by_reason.items())
         print(
@@ -137,5 +165,5 @@ def _report(
             + "\n"
         )
         print(report.to_markdown(result["rows"]))
-        print(f"\nreport: {os.path.join(workdir, 'report.json')}")
+        print(f"\nreport: {os.path.join(run_dir.root, 'report.json')}")
     return result

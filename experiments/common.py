@@ -9,141 +9,221 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import flags
 
-from compression_helps import candidates, datasets, models
-
 __all__ = [
-    "DataFlags",
-    "ModelFlags",
-    "define_data_flags",
-    "define_data_service_flag",
-    "define_model_flags",
-    "define_qualities_flag",
+    "ConfigFlags",
+    "define_config_flags",
     "define_resume_flag",
-    "define_split_flags",
-    "qualities",
     "report_errors",
 ]
 
 
+def _attribute_docs(config_class: type) -> dict[str, str]:
+    """Field -> its text in the class docstring's `Attributes:` section."""
+    docs: dict[str, str] = {}
+    lines = (config_class.__doc__ or "").split("Attributes:", 1)[-1]
+    name = None
+    for line in lines.splitlines()[1:]:
+        match = re.match(r"^\s{6}(\w+): (.*)$", line)
+        if match:
+            name = match.group(1)
+            docs[name] = match.group(2)
+        elif name and line.strip() and line.startswith(" " * 8):
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            break
+    return docs
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and (
+        type(None) in args
+    ):
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _list_item_type(hint: Any) -> type | None:
+    """X for `tuple[X, ...]` (or `str | tuple[str, ...]`), else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        tuples = [a for a in typing.get_args(hint) if typing.get_origin(a)]
+        hint = tuples[0] if tuples else hint
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0]
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelFlags:
-    """`--model` and `--weights`."""
+class _Field:
+    holder: flags.FlagHolder
+    item_type: type | None
+    optional: bool
 
-    model: flags.FlagHolder[str]
-    weights: flags.FlagHolder[str]
+    def value(self) -> Any:
+        value = self.holder.value
+        if self.item_type is not None:
+            if value is None:
+                return None
+            try:
+                return tuple(self.item_type(v) for v in value)
+            except ValueError:
+                raise ValueError(
+                    f"--{self.holder.name}: expected a comma-separated list "
+                    f"of {self.item_type.__name__}, got {','.join(value)!r}"
+                ) from None
+        if (
+            self.optional
+            and isinstance(value, str)
+            and value.lower()
+            in (
+                "none",
+                "",
+            )
+        ):
+            return None
+        return value
 
-    @property
-    def weights_value(self) -> str | None:
-        """`--weights`, with "none" meaning random weights (None)."""
-        value = self.weights.value
-        return None if value.lower() == "none" else value
+
+class ConfigFlags:
+    """Absl flags made from a config dataclass; `value()` builds the config.
+
+    One flag per field, named like the field; the fields of a nested config
+    (`models.ModelConfig`, `datasets.DataConfig`) are flags of their own,
+    and a nested field called `name` takes the name of the field that holds
+    it (`config.model.name` is `--model`). A nested class with a
+    `FLAG_PREFIX` puts it in front of its fields' flags (`--plm_a`). Help texts come from the
+    classes' `Attributes:` docstrings, defaults from `defaults`.
+    """
+
+    def __init__(
+        self,
+        config_class: type,
+        defaults: Any = None,
+        required: Sequence[str] = (),
+        omit: Sequence[str] = (),
+        name_flag: str | None = None,
+        module_name: str | None = None,
+        prefix: str = "",
+    ):
+        """Defines the flags.
+
+        Args:
+          config_class: a frozen dataclass.
+          defaults: an instance giving the flags' defaults (and the values
+            of omitted fields); None: the class' own defaults.
+          required: flags that must be given.
+          omit: flags not to define; their fields keep the defaults.
+          name_flag: the flag of a field called `name` (nested configs).
+          module_name: the script the flags belong to (for `--help`).
+          prefix: put in front of every flag's name.
+        """
+        self._class = config_class
+        self._defaults = config_class() if defaults is None else defaults
+        self._fields: dict[str, Any] = {}
+        docs = _attribute_docs(config_class)
+        hints = typing.get_type_hints(config_class)
+        for field in dataclasses.fields(config_class):
+            hint = hints[field.name]
+            default = getattr(self._defaults, field.name)
+            if dataclasses.is_dataclass(hint):
+                self._fields[field.name] = ConfigFlags(
+                    hint,
+                    default,
+                    required,
+                    omit,
+                    field.name,
+                    module_name,
+                    getattr(hint, "FLAG_PREFIX", ""),
+                )
+                continue
+            name = prefix + field.name
+            if field.name == "name" and name_flag:
+                name = name_flag
+            if name in omit:
+                continue
+            help_text = docs.get(field.name, name)
+            self._fields[field.name] = _define(
+                name, hint, default, help_text, name in required, module_name
+            )
+
+    def value(self, **overrides: Any) -> Any:
+        """The config from the flags' values (and `overrides`)."""
+        values = {
+            name: (
+                field.value()
+                if isinstance(field, ConfigFlags | _Field)
+                else field
+            )
+            for name, field in self._fields.items()
+        }
+        return dataclasses.replace(self._defaults, **{**values, **overrides})
 
 
-@dataclasses.dataclass(frozen=True)
-class DataFlags:
-    """`--data`, `--limit` and `--tfds_data_dir`."""
+def _define(
+    name: str,
+    hint: Any,
+    default: Any,
+    help_text: str,
+    required: bool,
+    module_name: str | None,
+) -> _Field:
+    hint, optional = _unwrap_optional(hint)
+    item_type = _list_item_type(hint)
+    kwargs = {"required": required, "module_name": module_name}
+    if item_type is not None:
+        if isinstance(default, str):
+            default = (default,)
+        default = None if default is None else [str(v) for v in default]
+        holder = flags.DEFINE_list(name, default, help_text, **kwargs)
+    elif hint is bool:
+        holder = flags.DEFINE_bool(name, default, help_text, **kwargs)
+    elif hint is int:
+        holder = flags.DEFINE_integer(name, default, help_text, **kwargs)
+    elif hint is float:
+        holder = flags.DEFINE_float(name, default, help_text, **kwargs)
+    elif hint is str:
+        if optional:
+            help_text += " ('none': None)"
+        holder = flags.DEFINE_string(
+            name, None if required else default, help_text, **kwargs
+        )
+    else:
+        raise TypeError(f"no flag type for field {name}: {hint}")
+    return _Field(holder, item_type, optional)
 
-    data: flags.FlagHolder[str]
-    limit: flags.FlagHolder[int]
-    tfds_data_dir: flags.FlagHolder[str]
 
-
-def define_model_flags(default_model: str = "efficientnet_lite0") -> ModelFlags:
-    """Defines `--model` and `--weights`.
+def define_config_flags(
+    config_class: type,
+    defaults: Any = None,
+    required: Sequence[str] = (),
+    omit: Sequence[str] = (),
+) -> ConfigFlags:
+    """Defines one absl flag per field of a config dataclass (`ConfigFlags`).
 
     Args:
-      default_model: the `--model` default.
+      config_class: a frozen dataclass, e.g. `runner.Config`.
+      defaults: an instance giving the defaults; None: the class' own.
+      required: flags that must be given.
+      omit: flags not to define (their fields keep the defaults).
 
     Returns:
-      The flag holders.
+      The flags; `.value()` builds the config after parsing.
     """
-    return ModelFlags(
-        model=flags.DEFINE_string(
-            "model",
-            default_model,
-            f"One of {list(models.REGISTRY)} or a .keras/.h5 model file.",
-        ),
-        weights=flags.DEFINE_string(
-            "weights",
-            "imagenet",
-            "'imagenet', a weights file, or 'none' (random weights, tests "
-            "only).",
-        ),
-    )
-
-
-def define_data_flags(required: bool = False) -> DataFlags:
-    """Defines `--data`, `--limit` and `--tfds_data_dir`.
-
-    Args:
-      required: whether `--data` must be given; otherwise empty means the
-        ImageNet sample images, downloaded once.
-
-    Returns:
-      The flag holders.
-    """
-    help_text = "Image folder or tfds:<name>[:<split>]"
-    if not required:
-        help_text += "; empty: download the ImageNet sample images once"
-    return DataFlags(
-        data=flags.DEFINE_string(
-            "data", None if required else "", help_text + ".", required=required
-        ),
-        limit=flags.DEFINE_integer("limit", None, "Only the first N images."),
-        tfds_data_dir=flags.DEFINE_string(
-            "tfds_data_dir", None, "TFDS data dir."
-        ),
-    )
-
-
-def define_split_flags(
-    what: str,
-) -> tuple[flags.FlagHolder[str], flags.FlagHolder[int]]:
-    """Defines `--split` and `--split_seed` (`datasets.split`).
-
-    Args:
-      what: which images the script uses, for the help text, e.g. "Images
-        analysed".
-
-    Returns:
-      The `--split` and `--split_seed` flag holders.
-    """
-    split = flags.DEFINE_enum(
-        "split",
-        "all",
-        list(datasets.SPLITS),
-        f"{what}: all, or one half (fit/heldout) of a seeded random split.",
-    )
-    seed = flags.DEFINE_integer("split_seed", 0, "Seed of the split.")
-    return split, seed
-
-
-def define_qualities_flag() -> flags.FlagHolder[list[str]]:
-    """Defines `--qualities`, the JPEG QFs of the candidates."""
-    return flags.DEFINE_list(
-        "qualities",
-        [str(q) for q in candidates.QUALITIES],
-        "JPEG quality factors of the candidates.",
-    )
-
-
-def qualities(flag: flags.FlagHolder[list[str]]) -> tuple[int, ...]:
-    """The `--qualities` list as integers (ValueError if not integers)."""
-    return tuple(int(q) for q in flag.value)
-
-
-def define_data_service_flag() -> flags.FlagHolder[str]:
-    """Defines `--data_service`, a tf.data service for the JPEG work."""
-    return flags.DEFINE_string(
-        "data_service",
-        None,
-        "tf.data service dispatcher (grpc://host:port) to run the JPEG work "
-        "on.",
+    # Listed under the calling script in --help, as absl does itself.
+    module_name = sys._getframe(1).f_globals.get("__name__")
+    if module_name == "__main__":
+        module_name = sys.argv[0]
+    return ConfigFlags(
+        config_class, defaults, required, omit, module_name=module_name
     )
 
 

@@ -70,3 +70,18 @@ def write_image_folder(folder: str, labels: list[int], seed: int = 0) -> list:
             f.write(jpeg_bytes(random_image(seed=seed + i)))
         paths.append(path)
     return paths
+
+
+def tiny_model_file(folder: str, image_size: int = 16, seed: int = 0) -> str:
+    """A seconds-fast 1000-class `.keras` classifier (softmax outputs)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1000, activation="softmax")(x)
+    path = os.path.join(folder, "tiny.keras")
+    keras.Model(inputs, outputs).save(path)
+    return path
