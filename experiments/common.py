@@ -100,8 +100,9 @@ class ConfigFlags:
     (`models.ModelConfig`, `datasets.DataConfig`) are flags of their own,
     and a nested field called `name` takes the name of the field that holds
     it (`config.model.name` is `--model`). A nested class with a
-    `FLAG_PREFIX` puts it in front of its fields' flags (`--plm_a`). Help texts come from the
-    classes' `Attributes:` docstrings, defaults from `defaults`.
+    `FLAG_PREFIX` puts it in front of its fields' flags (`--plm_a`). Help
+    texts come from the classes' `Attributes:` docstrings, defaults from
+    `defaults`.
     """
 
     def __init__(
