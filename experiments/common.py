@@ -114,6 +114,7 @@ class ConfigFlags:
         name_flag: str | None = None,
         module_name: str | None = None,
         prefix: str = "",
+        flag_values: flags.FlagValues = flags.FLAGS,
     ):
         """Defines the flags.
 
@@ -126,6 +127,7 @@ class ConfigFlags:
           name_flag: the flag of a field called `name` (nested configs).
           module_name: the script the flags belong to (for `--help`).
           prefix: put in front of every flag's name.
+          flag_values: where to define them (tests use their own).
         """
         self._class = config_class
         self._defaults = config_class() if defaults is None else defaults
@@ -144,6 +146,7 @@ class ConfigFlags:
                     field.name,
                     module_name,
                     getattr(hint, "FLAG_PREFIX", ""),
+                    flag_values,
                 )
                 continue
             name = prefix + field.name
@@ -153,7 +156,12 @@ class ConfigFlags:
                 continue
             help_text = docs.get(field.name, name)
             self._fields[field.name] = _define(
-                name, hint, default, help_text, name in required, module_name
+                name,
+                hint,
+                default,
+                help_text,
+                name in required,
+                {"module_name": module_name, "flag_values": flag_values},
             )
 
     def value(self, **overrides: Any) -> Any:
@@ -175,11 +183,11 @@ def _define(
     default: Any,
     help_text: str,
     required: bool,
-    module_name: str | None,
+    where: dict[str, Any],
 ) -> _Field:
     hint, optional = _unwrap_optional(hint)
     item_type = _list_item_type(hint)
-    kwargs = {"required": required, "module_name": module_name}
+    kwargs = {"required": required, **where}
     if item_type is not None:
         if isinstance(default, str):
             default = (default,)
@@ -207,6 +215,7 @@ def define_config_flags(
     defaults: Any = None,
     required: Sequence[str] = (),
     omit: Sequence[str] = (),
+    flag_values: flags.FlagValues = flags.FLAGS,
 ) -> ConfigFlags:
     """Defines one absl flag per field of a config dataclass (`ConfigFlags`).
 
@@ -215,6 +224,7 @@ def define_config_flags(
       defaults: an instance giving the defaults; None: the class' own.
       required: flags that must be given.
       omit: flags not to define (their fields keep the defaults).
+      flag_values: where to define them (tests parse their own).
 
     Returns:
       The flags; `.value()` builds the config after parsing.
@@ -224,7 +234,12 @@ def define_config_flags(
     if module_name == "__main__":
         module_name = sys.argv[0]
     return ConfigFlags(
-        config_class, defaults, required, omit, module_name=module_name
+        config_class,
+        defaults,
+        required,
+        omit,
+        module_name=module_name,
+        flag_values=flag_values,
     )
 
 
