@@ -21,6 +21,9 @@ setuptools.setup(
         "tensorflow-cpu>=2.16,<2.22; platform_system == 'Linux'",
         "tensorflow>=2.16,<2.22; platform_system != 'Linux'",
         "keras>=3.3,<4",
+        # keras.callbacks.TensorBoard (multi-input training logs); TensorFlow
+        # no longer installs it. Same minor versions as tensorflow.
+        "tensorboard>=2.16,<2.22",
         "tensorflow-datasets>=4.9,<5",
         "numpy>=1.26,<3",
         "pillow>=10,<14",

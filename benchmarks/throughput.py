@@ -73,13 +73,19 @@ def _pillow_candidates(args):
 def _peak_rss_mib(folder: str, n: int, weights: str | None) -> float:
     """Peak RSS of a fresh evaluation process on the first n images."""
     workdir = tempfile.mkdtemp()
+    # As a job evaluates: finished shards go to a run directory.
     code = (
-        "import resource, sys\n"
-        "from compression_helps import datasets, evaluate, models\n"
+        "import dataclasses, resource\n"
+        "from compression_helps import datasets, evaluate, models, rundir\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Settings:\n"
+        "    num_images: int\n"
         f"c = models.load_classifier({_MODEL.value!r}, {weights!r})\n"
         f"s = datasets.load({folder!r}, limit={n})\n"
-        f"evaluate.predict(c, s, batch_size={_BATCH_SIZE.value}, "
-        f"workdir={workdir!r}, verbose=False)\n"
+        f"with rundir.RunDir.open({workdir!r}, 'benchmark', Settings({n}), "
+        "data=s.fingerprint) as run:\n"
+        f"    evaluate.predict(c, s, batch_size={_BATCH_SIZE.value}, "
+        "run=run, verbose=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     out = subprocess.run(

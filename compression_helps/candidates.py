@@ -171,7 +171,7 @@ def encoded_candidates(
     """Per-image work of every codec: its file's size and decoded pixels.
 
     Both the streaming evaluation (`make_candidates`) and the in-memory one
-    (`evaluate.InMemoryImages`, originals decoded once) run this, so a
+    (`in_memory.InMemoryImages`, originals decoded once) run this, so a
     codec's numbers are the same in both.
 
     Args:

@@ -28,21 +28,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import rundir
+from compression_helps import rundir, splits
 
 __all__ = [
     "DataConfig",
     "IMAGE_EXTENSIONS",
     "SAMPLE_IMAGES_URL",
-    "SPLITS",
-    "heldout_mask",
     "Source",
-    "class_names",
     "diagnose",
     "folder_examples",
     "load",
     "sample_images_dir",
-    "split",
     "wnids",
 ]
 
@@ -52,14 +48,13 @@ SAMPLE_IMAGES_URL = (
     "https://github.com/EliSchwartz/imagenet-sample-images/archive/"
     "refs/heads/master.zip"
 )
-# `split` parts: every example, or one side of a seeded random halving.
-SPLITS = ("all", "fit", "heldout")
 _WNID = re.compile(r"n\d{8}")
 _TFDS_PREFIX = "tfds:"
 
 
 @functools.cache
-def _class_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
+def wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet wnids; position = class index."""
     text = (
         importlib.resources.files("compression_helps")
         .joinpath("data/imagenet_classes.tsv")
@@ -68,17 +63,7 @@ def _class_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
     rows = [line.split("\t") for line in text.splitlines()[1:] if line]
     # The file is in index order; index = position in sorted wnid order.
     assert [int(r[0]) for r in rows] == list(range(len(rows)))
-    return tuple(r[1] for r in rows), tuple(r[2] for r in rows)
-
-
-def wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet wnids; position = class index."""
-    return _class_table()[0]
-
-
-def class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet class names; position = class index."""
-    return _class_table()[1]
+    return tuple(r[1] for r in rows)
 
 
 @functools.cache
@@ -155,6 +140,12 @@ class Source:
     def dataset(self) -> tf.data.Dataset:
         """All examples."""
         return self.read(0, None)
+
+    def count(self) -> int:
+        """The number of examples (one pass over them if not known)."""
+        if self.num_examples is not None:
+            return self.num_examples
+        return int(self.dataset.reduce(0, lambda n, _: n + 1))
 
     def labels(self) -> np.ndarray:
         """`[N]` int32 labels, in index order (one pass if not known)."""
@@ -330,7 +321,8 @@ class DataConfig:
         sample images (downloaded once).
       limit: only the first `limit` images (in a fixed order).
       tfds_data_dir: TFDS data directory.
-      split: all images, or one half of a seeded random split (`split`):
+      split: all images, or one half of a seeded random split
+        (`splits.split`):
         jobs that learn from images use "fit", their evaluation "heldout".
       split_seed: the seed of that split.
     """
@@ -348,7 +340,7 @@ class DataConfig:
     def load(self) -> Source:
         """The source (`load`, then `split`)."""
         source = load(self.resolved().name, self.limit, self.tfds_data_dir)
-        return split(source, self.split, self.split_seed)
+        return splits.split(source, self.split, self.split_seed)
 
 
 def _first_line(error: Exception) -> str:
@@ -438,88 +430,3 @@ def sample_images_dir(
             "e.g. `DATA=/path/to/images make demo`"
         ) from None
     return path
-
-
-def heldout_mask(num_examples: int, num_heldout: int, seed: int) -> np.ndarray:
-    """Which of N examples are held out: a seeded random subset.
-
-    The one split rule of the project (table statistics and search, and
-    multi-input training, hold out images the same way): the last
-    `num_heldout` indices of a `np.random.default_rng(seed)` permutation.
-
-    Args:
-      num_examples: N.
-      num_heldout: how many are held out, in [0, N].
-      seed: the permutation's seed.
-
-    Returns:
-      `[N]` bool, True for held-out examples.
-    """
-    permutation = np.random.default_rng(seed).permutation(num_examples)
-    mask = np.zeros(num_examples, bool)
-    mask[permutation[num_examples - num_heldout :]] = True
-    return mask
-
-
-def split(source: Source, part: str, seed: int = 0) -> Source:
-    """One half of a seeded random split of a source's examples.
-
-    Jobs that learn something from images (DeepN-JPEG table statistics, a
-    table search) use the "fit" half; their evaluation uses the "heldout"
-    half, which they never see. The rule depends only on the number of
-    examples and the seed (`heldout_mask`): of a
-    `np.random.default_rng(seed)` permutation of the indices, the first
-    `N // 2` are "fit", the others "heldout". Each part keeps the source's
-    order and is re-indexed from 0, so it can be sharded and resumed like any
-    source.
-
-    Args:
-      source: examples with a known count.
-      part: one of `SPLITS` ("all" returns `source` itself).
-      seed: the permutation's seed.
-
-    Returns:
-      The part as a `Source`; its example `i` is the `i`-th (in source
-      order) of the part's examples, with the same id, file and label.
-
-    Raises:
-      ValueError: unknown part, unknown or too few examples.
-    """
-    if part not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {part!r}")
-    if part == "all":
-        return source
-    total = source.num_examples
-    if total is None or total < 2:
-        raise ValueError(
-            f"{source.description}: cannot split {total} examples in two"
-        )
-    is_heldout = heldout_mask(total, total - total // 2, seed)
-    wanted = is_heldout if part == "heldout" else ~is_heldout
-    indices = np.flatnonzero(wanted).astype(np.int64)  # [M] source indices
-    lookup = tf.constant(indices)
-
-    def renumber(example):
-        position = tf.searchsorted(
-            lookup, example["index"][None], out_type=tf.int64
-        )
-        return {**example, "index": position[0]}
-
-    def read_indices(positions: np.ndarray) -> tf.data.Dataset:
-        wanted = indices[np.asarray(positions, np.int64)]
-        return source.select(wanted).map(renumber)
-
-    def read(start: int, stop: int | None) -> tf.data.Dataset:
-        stop = len(indices) if stop is None else min(stop, len(indices))
-        return read_indices(np.arange(start, max(start, stop)))
-
-    known = source.known_labels
-    return Source(
-        read,
-        len(indices),
-        f"{source.description} ({part} half, seed {seed})",
-        root=source.root,
-        known_labels=None if known is None else known[indices],
-        read_indices=read_indices,
-        fingerprint=source.fingerprint,
-    )

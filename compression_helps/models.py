@@ -198,10 +198,6 @@ class Classifier:
         """Number of output classes."""
         return int(self.model.output_shape[-1])
 
-    def preprocess(self, image_uint8: tf.Tensor) -> tf.Tensor:
-        """`[H, W, 3]` uint8 -> `[S, S, 3]` float32 model input (TF ops)."""
-        return self.preprocess_input(self.resize(image_uint8))
-
 
 def _fetch_keras_weights(spec: ModelSpec) -> str:
     """Keras' own download and cache of `spec.imagenet_weights`."""

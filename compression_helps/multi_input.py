@@ -1,4 +1,4 @@
-"""The multi-input model of Yang et al. 2021, its data and its export.
+"""The multi-input model of Yang et al. 2021 and its input pipeline.
 
 En-Hui Yang, Hossam Amer, Yanbing Jiang. "Compression Helps Deep Learning in
 Image Classification". Entropy 23(7):881, 2021.
@@ -16,8 +16,9 @@ head).
       -> stacked [B, V, F] -> head: flatten + Dense softmax -> [B, C]
 
 The head is a small model of its own (`build_head`), so the same layer and
-weights are trained on cached features (`cache_features`, one backbone pass
-per candidate, since the backbone is frozen) and used in the full model.
+weights are trained on cached features (`features.cache_features`, one
+backbone pass per candidate, since the backbone is frozen) and used in the
+full model. `train` trains it, `serving` exports it as a SavedModel.
 `init_head(..., "backbone")` copies the backbone's classifier into the
 original's slice of the head and zeroes the rest, so training starts exactly
 at the backbone's predictions on the original.
@@ -30,36 +31,27 @@ decoded candidate, as in the candidate evaluation.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
-from compression_helps import candidates, evaluate, models
+from compression_helps import candidates, models
 
 __all__ = [
     "BACKBONE_LAYER",
     "HEAD_INITS",
     "HEAD_LAYER",
     "ORIGINAL",
-    "SERVE_BYTES_ENDPOINT",
-    "SERVE_ENDPOINT",
     "Preprocess",
     "backbone_alone",
     "build_head",
     "build_multi_input_model",
-    "cache_features",
-    "compute_features",
-    "export_saved_model",
     "features_model",
     "init_head",
     "input_names",
     "make_dataset",
-    "predict_batch",
     "split_classifier",
     "to_inputs",
 ]
@@ -71,10 +63,6 @@ HEAD_LAYER = "head"
 _STACK_LAYER = "stack"  # Its output is the head's [B, V, F] input.
 # "backbone": start at the backbone's predictions; "random": Glorot uniform.
 HEAD_INITS = ("backbone", "random")
-# SavedModel endpoints (`export_saved_model`).
-SERVE_ENDPOINT = "serve"
-SERVE_BYTES_ENDPOINT = "serve_bytes"
-_FEATURES_VERSION = 1
 
 
 def input_names(
@@ -372,7 +360,8 @@ def make_dataset(
       qualities: JPEG QFs of candidates 1..V-1.
       batch_size: images per batch.
       training: shuffle (before the JPEG work, so that the buffer holds only
-        files); never repeats (Keras iterates once per epoch).
+        files); one epoch, in the order `seed` gives (`checkpoint.fit`
+        builds each epoch's data set with its own seed).
       seed: shuffle seed.
       shuffle_buffer: examples in the shuffle buffer.
       data_service: tf.data service dispatcher (`grpc://host:port`) whose
@@ -382,10 +371,8 @@ def make_dataset(
     Returns:
       `({name: [B, S, S, 3] uint8}, [B] int32 labels)`.
     """
-    if training:  # Shuffle before the JPEG work: the buffer holds only files.
-        dataset = dataset.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
-        )
+    if training:  # Before the JPEG work: the buffer holds only files.
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     names = input_names(qualities)
     batches = candidates.candidate_batches(
         dataset,
@@ -398,215 +385,3 @@ def make_dataset(
         lambda batch: (to_inputs(batch, names), batch["label"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-
-
-def predict_batch(
-    model: keras.Model, inputs: tf.Tensor | Mapping[str, tf.Tensor]
-) -> np.ndarray:
-    """`model.predict_on_batch` that also splits the batch over replicas.
-
-    Under a multi-replica `tf.distribute` strategy Keras' `predict_on_batch`
-    gives every replica the whole batch and concatenates their outputs;
-    `predict` on a one-batch data set splits it instead.
-
-    Args:
-      model: any Keras model.
-      inputs: one batch of its inputs.
-
-    Returns:
-      Its outputs as NumPy.
-    """
-    if model.distribute_strategy.num_replicas_in_sync == 1:
-        return np.asarray(model.predict_on_batch(inputs))
-    batch = tf.data.Dataset.from_tensors(inputs)
-    return np.asarray(model.predict(batch, verbose=0))
-
-
-def compute_features(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    resize: Callable[[tf.Tensor], tf.Tensor],
-    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
-    batch_size: int = 32,
-    data_service: str | None = None,
-    verbose: bool = True,
-) -> dict[str, np.ndarray]:
-    """One pass of the backbone per candidate over a data set.
-
-    Args:
-      model: a `build_multi_input_model` model.
-      dataset: example dicts (see `datasets`).
-      resize: the backbone's crop and resize.
-      qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
-      batch_size: images per backbone call (the backbone sees each
-        candidate's batch in turn).
-      data_service: tf.data service dispatcher whose workers do the JPEG
-        work (see `candidates.candidate_batches`).
-      verbose: show a progress bar.
-
-    Returns:
-      `{"features": [N, V, F] float32, "labels": [N] int32, "index": [N]
-      int64, "ids": [N] str}` for the images that decoded, in `index` order
-      (whatever order the batches came in).
-    """
-    extract = features_model(model)
-    names = input_names(qualities)
-    batches = candidates.candidate_batches(
-        dataset,
-        resize,
-        qualities,
-        batch_size=batch_size,
-        data_service=data_service,
-    )
-    total = int(dataset.cardinality())
-    progress = keras.utils.Progbar(
-        total if total >= 0 else None,  # Negative: unknown or infinite.
-        unit_name="image",
-        verbose=1 if verbose else 0,
-    )
-    features, labels, index, ids = [], [], [], []
-    for batch in batches:
-        features.append(predict_batch(extract, to_inputs(batch, names)))
-        labels.append(batch["label"].numpy())
-        index.append(batch["index"].numpy())
-        ids.extend(i.decode() for i in batch["id"].numpy())
-        progress.add(len(labels[-1]))
-    if not features:
-        num_features = int(extract.output.shape[-1])
-        features = [np.zeros((0, len(names), num_features), np.float32)]
-        labels, index = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
-    index = np.concatenate(index).astype(np.int64)
-    order = np.argsort(index, kind="stable")
-    return {
-        "features": np.concatenate(features).astype(np.float32)[order],
-        "labels": np.concatenate(labels).astype(np.int32)[order],
-        "index": index[order],
-        "ids": np.array(ids, dtype=str)[order],
-    }
-
-
-def cache_features(
-    path: str,
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    resize: Callable[[tf.Tensor], tf.Tensor],
-    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
-    batch_size: int = 32,
-    key: Mapping[str, object] | None = None,
-    data_service: str | None = None,
-    verbose: bool = True,
-) -> dict[str, np.ndarray]:
-    """`compute_features`, saved to (and next time read from) an .npz file.
-
-    The backbone is frozen, so its features never change during training:
-    computing them once makes every epoch cost only the head.
-
-    Args:
-      path: the .npz file.
-      model: a `build_multi_input_model` model with a frozen backbone.
-      dataset: example dicts.
-      resize: the backbone's crop and resize.
-      qualities: JPEG QFs of candidates 1..V-1.
-      batch_size: images per backbone call.
-      key: what the features depend on (backbone, weights, data, image
-        size, ...), JSON-serialisable; a cache made with another key is
-        stale and computed again.
-      data_service: see `compute_features`.
-      verbose: see `compute_features`.
-
-    Returns:
-      See `compute_features`.
-
-    Raises:
-      ValueError: the backbone is trainable (its features would change
-        during training).
-    """
-    if model.get_layer(BACKBONE_LAYER).trainable:
-        raise ValueError("cached features need a frozen backbone")
-    key_json = json.dumps(
-        {
-            "version": _FEATURES_VERSION,
-            "inputs": list(input_names(qualities)),
-            **(key or {}),
-        },
-        sort_keys=True,
-    )
-    if os.path.exists(path):
-        with np.load(path) as cached:
-            if str(cached["key"]) == key_json:
-                logging.info("Reusing cached features %s", path)
-                return {k: cached[k] for k in cached.files if k != "key"}
-            logging.warning(
-                "%s: features cached for %s, not for %s: computing them again",
-                path,
-                cached["key"],
-                key_json,
-            )
-    arrays = compute_features(
-        model, dataset, resize, qualities, batch_size, data_service, verbose
-    )
-    # Atomic: an interrupted run never leaves a partial cache.
-    evaluate.write_npz(path, {"key": np.array(key_json), **arrays})
-    return arrays
-
-
-def export_saved_model(
-    model: keras.Model,
-    resize: Callable[[tf.Tensor], tf.Tensor],
-    export_dir: str,
-    qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
-) -> None:
-    """Writes a SavedModel with two serving signatures.
-
-    `SERVE_ENDPOINT` (also `serving_default`) takes the V uint8 inputs
-    `{name: [B, S, S, 3] uint8}`; `SERVE_BYTES_ENDPOINT` takes `image_bytes`,
-    `[B]` tf.string image files, and makes the candidates inside
-    (`candidates.make_candidates`: JPEG encode, decode, the backbone's crop
-    and resize, rounding to uint8), exactly as `make_dataset` does for
-    training. Both return `[B, C]` probabilities. A file that cannot be
-    decoded fails the whole call (the caller sees which batch). Candidates
-    from `candidates.Codec`s built on `tf.numpy_function` (custom tables)
-    cannot be saved: export standard JPEG QFs.
-
-    Args:
-      model: a `build_multi_input_model` model.
-      resize: the backbone's crop and resize (`models.Classifier.resize`).
-      export_dir: output directory.
-      qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
-    """
-    names = input_names(qualities)
-    size = int(model.get_layer(names[0]).output.shape[1])  # The InputLayer.
-    qualities = tuple(qualities)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(images: dict[str, tf.Tensor]) -> tf.Tensor:
-        return model(images, training=False)
-
-    def pixels_of(image_bytes: tf.Tensor) -> tf.Tensor:
-        example = {"image_bytes": image_bytes}
-        return candidates.make_candidates(example, resize, qualities)["pixels"]
-
-    def serve_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
-        # Candidates are made on the host, image by image (JPEG ops are not
-        # batched); [B, V, S, S, 3] uint8.
-        pixels = tf.map_fn(
-            pixels_of,
-            image_bytes,
-            fn_output_signature=tf.TensorSpec(
-                (len(names), size, size, 3), tf.uint8
-            ),
-        )
-        return serve(to_inputs({"pixels": pixels}, names))
-
-    image_spec = {
-        name: tf.TensorSpec((None, size, size, 3), tf.uint8, name=name)
-        for name in names
-    }
-    archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature=[image_spec])
-    archive.add_endpoint(
-        SERVE_BYTES_ENDPOINT,
-        serve_bytes,
-        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
-    )
-    archive.write_out(export_dir, verbose=False)

@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from compression_helps import evaluate, metrics, rundir, selectors
+from compression_helps import evaluate, files, metrics, rundir, selectors
 
 __all__ = [
     "CONFIDENCE_THRESHOLDS",
@@ -161,7 +161,7 @@ def write_report(
     writer.writeheader()
     writer.writerows(rows)
     run.write_text("report.csv", table.getvalue())
-    with rundir.atomic_path(run.path("accuracy_vs_cr.png")) as tmp_path:
+    with files.atomic_path(run.path("accuracy_vs_cr.png")) as tmp_path:
         plot_accuracy_vs_cr(
             rows,
             len(predictions.names),

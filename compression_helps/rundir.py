@@ -12,7 +12,7 @@ opens its `--workdir` with `RunDir.open`, which
   hash of every input file that changes results (e.g. a tables file).
   `resume=True` refuses, with one line, a folder whose record differs.
 
-Every file goes through one atomic writer (`atomic_path`): a reader, or a
+Every file goes through one atomic writer (`files.atomic_path`): a reader, or a
 resumed run, never sees a half-written or empty file, also on a full disk.
 Long work over a source runs through `RunDir.map_shards`, which keeps each
 finished range of images as one file, so a killed run resumes where it
@@ -25,18 +25,16 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import os
 import shutil
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from absl import logging
+
+from compression_helps import files
 
 __all__ = [
     "CONFIG_FILE",
@@ -45,13 +43,6 @@ __all__ = [
     "JsonlCache",
     "RunDir",
     "SkippedImage",
-    "atomic_path",
-    "digest_inputs",
-    "read_json",
-    "read_npz",
-    "write_json",
-    "write_npz",
-    "write_text",
 ]
 
 CONFIG_FILE = "config.json"
@@ -59,142 +50,6 @@ ERRORS_FILE = "errors.jsonl"
 SHARD_DIR = "shards"
 _MARKER_FILE = ".run.json"  # Which job made the folder, and what it wrote.
 _LOCK_FILE = ".lock"
-# A fixed zip timestamp makes the same arrays give byte-identical files.
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary path to write `path` to, renamed onto it on success.
-
-    Readers never see a half-written file, and a crash or a full disk leaves
-    the old file (or none) plus at most a hidden `.tmp-*` folder. The
-    temporary file has the same name (writers that check the extension, like
-    Keras' `save_weights`, accept it) in a private folder next to `path` (so
-    the rename is atomic), and is created by the writer, so it gets the
-    usual file permissions.
-
-    Args:
-      path: the file to write.
-
-    Yields:
-      The temporary path; removed, with its folder, when the block ends.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp_folder = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
-    try:
-        tmp_path = os.path.join(tmp_folder, name)
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        shutil.rmtree(tmp_folder, ignore_errors=True)
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes a text file atomically (`atomic_path`)."""
-    with atomic_path(path) as tmp_path:
-        with open(tmp_path, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json(path: str, value: Any) -> None:
-    """Writes `value` as indented JSON, atomically."""
-    write_text(path, json.dumps(value, indent=2) + "\n")
-
-
-def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """`np.savez` that is atomic and byte-for-byte reproducible.
-
-    Args:
-      path: output `.npz` path; replaced only once fully written.
-      arrays: name -> array (no object arrays).
-    """
-    with atomic_path(path) as tmp_path:
-        with zipfile.ZipFile(tmp_path, "w", zipfile.ZIP_STORED) as archive:
-            for name, array in arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(
-                    buffer, np.asarray(array), allow_pickle=False
-                )
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                archive.writestr(info, buffer.getvalue())
-
-
-def _unreadable(path: str, error: Exception) -> ValueError:
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return ValueError(
-        f"{path}: unreadable ({type(error).__name__}"
-        + (f": {detail}" if detail else "")
-        + "); delete it or use a new --workdir"
-    )
-
-
-def read_json(path: str) -> Any:
-    """Reads a JSON file; a damaged one gives one line naming it.
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: not valid JSON (e.g. cut short).
-    """
-    with open(path) as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise _unreadable(path, e) from None
-
-
-def read_npz(path: str) -> dict[str, np.ndarray]:
-    """Reads every array of an `.npz`; a damaged one gives one line naming it.
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: not a readable `.npz`.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise _unreadable(path, e) from None
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def digest_inputs(paths: Iterable[str]) -> dict[str, str]:
-    """Content hashes of the input files that change a run's results.
-
-    Args:
-      paths: files, or folders (every file in them, recursively).
-
-    Returns:
-      Path -> SHA-256 of its content, for every file.
-
-    Raises:
-      FileNotFoundError: a path that does not exist.
-    """
-    digests = {}
-    for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    file = os.path.join(root, name)
-                    digests[file] = _file_digest(file)
-        elif os.path.exists(path):
-            digests[path] = _file_digest(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return digests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,14 +98,21 @@ class JsonlCache:
         self.records: dict[str, dict] = {}
         self.computed = self.replayed = 0
         if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(record, dict) and "key" in record:
-                        self.records[record["key"]] = record
+            with open(path, "rb") as f:
+                data = f.read()
+            # Drop a line cut by an interruption, so that the next append
+            # starts a line of its own.
+            whole = data[: data.rfind(b"\n") + 1]
+            if len(whole) < len(data):
+                with open(path, "r+b") as f:
+                    f.truncate(len(whole))
+            for line in whole.decode().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and "key" in record:
+                    self.records[record["key"]] = record
 
     def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
         """The logged record of `key`, or `compute()`'s, appended to the log."""
@@ -329,38 +191,62 @@ class RunDir:
         if not os.access(root, os.W_OK):
             raise PermissionError(f"{root}: workdir is not writable")
         marker_path = os.path.join(root, _MARKER_FILE)
-        marker = _read_marker(marker_path)
-        if not marker and set(os.listdir(root)) - {_LOCK_FILE}:
-            raise ValueError(
-                f"{root}: folder holds files this project did not write; "
-                "use a new or empty --workdir"
-            )
-        if marker and marker.get("job") != job:
-            raise ValueError(
-                f"{root}: workdir of a {marker.get('job')} run, not "
-                f"{job}; use a new --workdir"
-            )
+        marker = _check_owner(root, job)
         with _lock(root):
             if not marker:
-                write_json(marker_path, {"job": job, "owned": []})
+                files.write_json(marker_path, {"job": job, "owned": []})
             record = {
                 "job": job,
                 "settings": json.loads(
                     json.dumps(dataclasses.asdict(settings))
                 ),
                 "data": data,
-                "inputs": digest_inputs(inputs),
+                "inputs": files.digest_inputs(inputs),
             }
             config_path = os.path.join(root, CONFIG_FILE)
             if resume and os.path.exists(config_path):
                 _check_resumable(
-                    config_path, read_json(config_path), record, may_change
+                    config_path,
+                    files.read_json(config_path),
+                    record,
+                    may_change,
                 )
             run = cls(root, job, record)
             if not resume:
                 run._remove_owned()
             run.write_json(CONFIG_FILE, record)
             yield run
+
+    @classmethod
+    @contextlib.contextmanager
+    def reopen(cls, root: str, job: str) -> Iterator[RunDir]:
+        """Opens a finished run's folder to rewrite its reports.
+
+        Nothing is checked against the inputs (they may be gone): the
+        folder must be the job's, hold its config, and not be in use.
+
+        Args:
+          root: the `--workdir` of an earlier run.
+          job: the job's name.
+
+        Yields:
+          The `RunDir`, locked until the block ends.
+
+        Raises:
+          FileNotFoundError: no such run folder.
+          ValueError: another job's folder, a damaged config, or in use.
+        """
+        config_path = os.path.join(root, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(
+                f"{root}: no {job} run here (no {CONFIG_FILE})"
+            )
+        _check_owner(root, job)
+        with _lock(root):
+            record = files.read_json(config_path)
+            if not isinstance(record, dict) or record.get("job") != job:
+                raise ValueError(f"{config_path}: not a config of {job}")
+            yield cls(root, job, record)
 
     def path(self, name: str) -> str:
         """`<root>/<name>`, recorded as written by this job.
@@ -378,7 +264,7 @@ class RunDir:
         """
         if name not in self._owned:
             self._owned.add(name)
-            write_json(
+            files.write_json(
                 self._marker_path,
                 {"job": self.job, "owned": sorted(self._owned)},
             )
@@ -389,19 +275,19 @@ class RunDir:
     def write_json(self, name: str, value: Any) -> str:
         """Writes `<root>/<name>` as JSON, atomically; returns its path."""
         path = self.path(name)
-        write_json(path, value)
+        files.write_json(path, value)
         return path
 
     def write_text(self, name: str, text: str) -> str:
         """Writes `<root>/<name>`, atomically; returns its path."""
         path = self.path(name)
-        write_text(path, text)
+        files.write_text(path, text)
         return path
 
     def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> str:
         """Writes `<root>/<name>` as a reproducible `.npz`; returns its path."""
         path = self.path(name)
-        write_npz(path, arrays)
+        files.write_npz(path, arrays)
         return path
 
     def write_errors(self, skipped: Iterable[SkippedImage]) -> str:
@@ -453,12 +339,12 @@ class RunDir:
             arrays = None
             if os.path.exists(path):
                 try:
-                    arrays = read_npz(path)
+                    arrays = files.read_npz(path)
                 except ValueError as e:
                     logging.warning("%s; computing it again", e)
             if arrays is None:
                 arrays = compute(start, stop)
-                write_npz(path, arrays)
+                files.write_npz(path, arrays)
             if progress is not None:
                 progress(stop - start)
             yield arrays
@@ -478,7 +364,7 @@ class RunDir:
                     os.rmdir(folder)  # Only when empty.
                 folder = os.path.dirname(folder)
         self._owned = set()
-        write_json(self._marker_path, {"job": self.job, "owned": []})
+        files.write_json(self._marker_path, {"job": self.job, "owned": []})
 
 
 def count_errors(root: str) -> dict[str, int]:
@@ -493,10 +379,33 @@ def count_errors(root: str) -> dict[str, int]:
     return counts
 
 
+def _check_owner(root: str, job: str) -> dict:
+    """The folder's marker; refuses a folder of users' or another job's."""
+    marker = _read_marker(os.path.join(root, _MARKER_FILE))
+    # A lock file, or a temporary file of a write killed before the marker,
+    # is ours too.
+    foreign = [
+        name
+        for name in os.listdir(root)
+        if name != _LOCK_FILE and not name.startswith(".tmp-")
+    ]
+    if not marker and foreign:
+        raise ValueError(
+            f"{root}: folder holds files this project did not write; "
+            "use a new or empty --workdir"
+        )
+    if marker and marker.get("job") != job:
+        raise ValueError(
+            f"{root}: workdir of a {marker.get('job')} run, not "
+            f"{job}; use a new --workdir"
+        )
+    return marker
+
+
 def _read_marker(path: str) -> dict:
     if not os.path.exists(path):
         return {}
-    marker = read_json(path)
+    marker = files.read_json(path)
     return marker if isinstance(marker, dict) else {}
 
 

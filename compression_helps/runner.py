@@ -120,31 +120,13 @@ def rebuild_report(workdir: str, verbose: bool = True) -> dict:
       FileNotFoundError: no predictions.npz in `workdir`.
       ValueError: a damaged or foreign workdir, or one in use.
     """
-    path = os.path.join(workdir, evaluate.PREDICTIONS_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no predictions to report")
-    record = rundir.read_json(os.path.join(workdir, rundir.CONFIG_FILE))
-    settings = record.get("settings") if isinstance(record, dict) else None
-    if record.get("job") != JOB or not isinstance(settings, dict):
-        raise ValueError(f"{workdir}: not a run_selectors workdir")
-    predictions = evaluate.Predictions.load(path)
-    config = Config(
-        **{
-            **settings,
-            "model": models.ModelConfig(**settings["model"]),
-            "data": datasets.DataConfig(**settings["data"]),
-            "qualities": tuple(settings["qualities"]),
-        }
-    )
-    with rundir.RunDir.open(
-        workdir,
-        JOB,
-        config,
-        resume=True,
-        data=record.get("data"),
-        inputs=list(record.get("inputs", {})),
-    ) as run_dir:
-        return _report(predictions, run_dir, config.model.name, verbose)
+    with rundir.RunDir.reopen(workdir, JOB) as run_dir:
+        path = os.path.join(workdir, evaluate.PREDICTIONS_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no predictions to report")
+        predictions = evaluate.Predictions.load(path)
+        model = run_dir.config["settings"]["model"]["name"]
+        return _report(predictions, run_dir, model, verbose)
 
 
 def _report(

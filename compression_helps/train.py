@@ -3,25 +3,34 @@
 Yang et al. 2021 train only the new softmax head over the concatenated pooled
 features of the original and its JPEG versions; the backbone stays frozen.
 So by default the backbone runs once per candidate image
-(`multi_input.cache_features`, `<workdir>/features.npz`) and the head trains
+(`features.cache_features`, `<workdir>/features.npz`) and the head trains
 on the cached features. The cache holds N x V x F float32 values (about 4.5
 GB for 50,000 images with Inception V3), so for the ImageNet training set
 use `cache_features=False`: the full multi-input model then trains on the
 image pipeline, as it also does with a trainable backbone.
 
-`experiments/train_multi_input.py` is its command line. The workdir holds:
+`experiments/train_multi_input.py` is its command line. The workdir is a
+`rundir.RunDir` of job `JOB`; it holds:
 
-    config.json    the resolved config (`resume` needs the same one, except
-                   for `RESUMABLE_CHANGES` such as more epochs)
-    features.npz   cached [N, V, F] pooled features, labels, ids (reused
-                   while the backbone, weights, data and QFs are the same)
-    backup/        keras.callbacks.BackupAndRestore state after every epoch:
-                   `resume=True` continues after the last finished epoch
-    logs/          TensorBoard scalars per epoch (logs/train, logs/validation)
+    config.json    the settings, the data's identity and the model files'
+                   hashes (`resume` needs the same, except for
+                   `RESUMABLE_CHANGES` such as more epochs)
+    features.npz   cached [N, V, F] pooled features, labels, ids and the
+                   key they were computed for (`features.features_key`)
+    errors.jsonl   images without a label or that cannot be decoded
+                   (cached features only)
+    backup/        the training state after the last finished epoch:
+                   `resume=True` continues from there
+    logs/          TensorBoard scalars per epoch (logs/train,
+                   logs/validation; `keras.callbacks.TensorBoard`)
     metrics.jsonl  one line of training metrics per epoch
     model.keras    the full multi-input model (head trained)
-    results.json   top-1/top-5 of the backbone alone and of the model on the
-                   held-out images
+    results.json   top-1/top-5 (%) of the backbone alone and of the model on
+                   the held-out images
+
+Under `strategy="multi_worker"` only the chief writes; the workdir must be
+on a file system all workers share, so that every worker resumes from the
+chief's last epoch.
 
 Not reproduced: the paper trains on the ImageNet training set and tests on
 the validation set; here one data source is split by image.
@@ -29,42 +38,46 @@ the validation set; here one data source is split by image.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import functools
 import os
-import shutil
 import time
+from collections.abc import Iterator
 
 import keras
-import numpy as np
-import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import summary_pb2
 
 from compression_helps import (
     candidates,
+    checkpoint,
     datasets,
+    distribute,
     evaluate,
+    features,
+    files,
     models,
     multi_input,
+    rundir,
+    splits,
+    trainers,
 )
-from compression_helps import workdir as workdir_lib
 
 __all__ = [
+    "JOB",
+    "MODEL_FILE",
     "OPTIMIZERS",
     "RESUMABLE_CHANGES",
-    "STRATEGIES",
+    "RESULTS_FILE",
     "Config",
-    "export_from_workdir",
     "make_optimizer",
-    "make_strategy",
+    "read_config",
     "smoke_config",
-    "split_by_image",
     "train_and_evaluate",
 ]
 
+JOB = "train_multi_input"
 OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 SGD_MOMENTUM = 0.9
 TOP_K = evaluate.TOP_K  # Top-5, as everywhere in the project.
 # Settings a resumed run may change: more epochs, or where the work runs.
@@ -75,12 +88,8 @@ RESUMABLE_CHANGES = (
     "num_cpu_devices",
     "data_service",
 )
-_FEATURES_FILE = "features.npz"
-_MODEL_FILE = "model.keras"
-_RESULTS_FILE = "results.json"
-_METRICS_FILE = "metrics.jsonl"
-_BACKUP_DIR = "backup"
-_LOG_DIR = "logs"
+MODEL_FILE = "model.keras"
+RESULTS_FILE = "results.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,26 +97,24 @@ class Config:
     """What `train_and_evaluate` trains; train_multi_input.py mirrors it.
 
     Attributes:
-      model: registry name or Keras model file of the backbone.
-      weights: "imagenet", a weights file, or None for random weights.
-      data: folder or `tfds:<name>[:<split>]`; empty: the ImageNet sample
-        images (downloaded once).
-      limit: use only the first `limit` images.
-      tfds_data_dir: TFDS data directory.
+      model: the backbone.
+      data: the images, split by image into training and held-out images
+        (`num_eval`; the data's own `split` is applied first).
       qualities: JPEG QFs of candidates 1..V-1.
-      image_size: backbone input side; None for the backbone's own.
       num_eval: held-out images; None: `eval_fraction` of them.
       eval_fraction: held-out fraction when `num_eval` is None.
       seed: seed of the split, the head's random init, shuffling and Keras.
-      head_init: one of `multi_input.HEAD_INITS`.
+      head_init: "backbone" (start at the backbone's predictions) or
+        "random" (Glorot uniform); `multi_input.HEAD_INITS`.
       train_backbone: fine-tune the backbone too (not in SPEC.md; implies
         no feature cache).
       cache_features: train the head on cached backbone features.
-      optimizer: one of `OPTIMIZERS` (SGD with momentum `SGD_MOMENTUM`).
+      optimizer: "adam" or "sgd" (with momentum `SGD_MOMENTUM`).
       learning_rate: optimizer learning rate.
       epochs: training epochs (raise it to train a finished run further).
       batch_size: images (or feature rows) per step, over all replicas.
-      strategy: one of `STRATEGIES` (`tf.distribute`).
+      strategy: the `tf.distribute` strategy: "default", "mirrored",
+        "tpu" or "multi_worker" (`distribute.STRATEGIES`).
       tpu: TPU name or address for `strategy="tpu"` ("" for the local one).
       num_cpu_devices: split the CPU into this many logical devices (for
         `mirrored` without GPUs, e.g. in tests); 0: leave as is.
@@ -116,13 +123,9 @@ class Config:
         None: this process does it.
     """
 
-    model: str = "efficientnet_lite0"
-    weights: str | None = "imagenet"
-    data: str = ""
-    limit: int | None = None
-    tfds_data_dir: str | None = None
+    model: models.ModelConfig = models.ModelConfig()
+    data: datasets.DataConfig = datasets.DataConfig()
     qualities: tuple[int, ...] = candidates.QUALITIES
-    image_size: int | None = None
     num_eval: int | None = None
     eval_fraction: float = 0.2
     seed: int = 0
@@ -151,58 +154,50 @@ def smoke_config(config: Config) -> Config:
     """
     return dataclasses.replace(
         config,
-        model="resnet50v2",
-        weights=None,
-        image_size=32,
+        model=models.ModelConfig("resnet50v2", None, 32),
+        data=dataclasses.replace(config.data, limit=config.data.limit or 8),
         qualities=(90, 10),
-        limit=config.limit or 8,
         num_eval=2,
         epochs=1,
         batch_size=4,
     )
 
 
-def make_strategy(
-    name: str = "default", tpu: str = "", num_cpu_devices: int = 0
-) -> tf.distribute.Strategy:
-    """A `tf.distribute` strategy by name.
+def read_config(workdir: str) -> tuple[Config, dict]:
+    """The config of a training run, from its `config.json`.
 
     Args:
-      name: "default" (no distribution), "mirrored" (all local GPUs, else all
-        logical CPUs), "tpu" or "multi_worker" (`TF_CONFIG` describes the
-        cluster).
-      tpu: TPU name or address for "tpu".
-      num_cpu_devices: split the CPU into this many logical devices first;
-        only possible before TensorFlow initialises its devices.
+      workdir: a `train_and_evaluate` workdir.
 
     Returns:
-      The strategy.
+      `(config, record)`: the settings as a `Config`, and the whole record
+      (with the data's identity and the input files' hashes).
 
     Raises:
-      ValueError: unknown name, or devices already initialised.
+      FileNotFoundError: no config.json.
+      ValueError: not the config of a training run of this version.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}: {name!r}")
-    if num_cpu_devices:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        configs = [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices
-        try:
-            tf.config.set_logical_device_configuration(cpu, configs)
-        except RuntimeError as e:  # Devices already initialised.
-            raise ValueError(f"cannot split the CPU: {e}") from None
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        if tf.config.list_logical_devices("GPU"):
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(cpus)
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    path = os.path.join(workdir, rundir.CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not a training workdir")
+    record = files.read_json(path)
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if record.get("job") != JOB or not isinstance(settings, dict):
+        raise ValueError(f"{workdir}: not a {JOB} workdir")
+    try:
+        config = Config(
+            **{
+                **settings,
+                "model": models.ModelConfig(**settings["model"]),
+                "data": datasets.DataConfig(**settings["data"]),
+                "qualities": tuple(settings["qualities"]),
+            }
+        )
+    except (TypeError, KeyError) as e:
+        raise ValueError(
+            f"{path}: not a config this version wrote ({e})"
+        ) from None
+    return config, record
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.Optimizer:
@@ -225,285 +220,68 @@ def make_optimizer(name: str, learning_rate: float) -> keras.Optimizer:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}: {name!r}")
 
 
-def split_by_image(
-    num_examples: int,
-    num_eval: int | None = None,
-    eval_fraction: float = 0.2,
-    seed: int = 0,
-) -> np.ndarray:
-    """Which images are held out: a seeded random subset.
-
-    Args:
-      num_examples: N, images in the source (indexed 0..N-1).
-      num_eval: held-out images; None: `round(eval_fraction * N)`.
-      eval_fraction: in [0, 1).
-      seed: the subset's seed.
-
-    Returns:
-      `[N]` bool, True for held-out images.
-
-    Raises:
-      ValueError: a split that leaves no training or no held-out image.
-    """
-    if num_eval is None:
-        if not 0 <= eval_fraction < 1:
-            raise ValueError(
-                f"eval_fraction must be in [0, 1): {eval_fraction}"
-            )
-        num_eval = int(round(eval_fraction * num_examples))
-    if not 0 < num_eval < num_examples:
-        raise ValueError(
-            f"cannot hold out {num_eval} of {num_examples} images: need at "
-            "least one training and one held-out image"
-        )
-    return datasets.heldout_mask(num_examples, num_eval, seed)
-
-
-def _metrics() -> list[keras.metrics.Metric]:
+def _keras_metrics() -> list[keras.metrics.Metric]:
+    # Per-epoch logs only; results.json scores by the rank rule.
     return [
         keras.metrics.SparseCategoricalAccuracy(name="top1"),
         keras.metrics.SparseTopKCategoricalAccuracy(TOP_K, name="top5"),
     ]
 
 
-def _topk(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    # Ties broken by class index, as np.argsort; labels -1 never match.
-    order = np.argsort(-probabilities, axis=-1, kind="stable")
-    hits = order[:, :TOP_K] == labels[:, None]
-    return {
-        "top1": float(np.mean(hits[:, 0])),
-        "top5": float(np.mean(hits.any(axis=-1))),
-    }
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    # Only one worker of a multi-worker run writes the workdir's files (the
-    # chief, by the TF_CONFIG rule); every other strategy has one writer.
-    return strategy.extended.should_checkpoint
-
-
-def _prepare_workdir(workdir: str, config: Config, resume: bool) -> None:
-    workdir_lib.prepare(workdir)
-    workdir_lib.write_config(workdir, config, resume, RESUMABLE_CHANGES)
-    if not resume:  # A fresh run; the feature cache checks itself.
-        shutil.rmtree(os.path.join(workdir, _BACKUP_DIR), ignore_errors=True)
-        shutil.rmtree(os.path.join(workdir, _LOG_DIR), ignore_errors=True)
-        for name in (_METRICS_FILE, _MODEL_FILE, _RESULTS_FILE):
-            if os.path.exists(os.path.join(workdir, name)):
-                os.remove(os.path.join(workdir, name))
-
-
-class _EpochLogs(keras.callbacks.Callback):
-    """Appends each epoch's metrics to a JSON-lines file and TensorBoard.
-
-    Keras' `TensorBoard` callback needs the tensorboard package, which
-    TensorFlow no longer installs; `tf.summary.write` with the scalars
-    plugin's metadata writes the same event files with TensorFlow alone.
-    """
-
-    def __init__(self, workdir: str):
-        super().__init__()
-        self._metrics_path = os.path.join(workdir, _METRICS_FILE)
-        self._log_dir = os.path.join(workdir, _LOG_DIR)
-        self._writers: dict[str, tf.summary.SummaryWriter] = {}
-        metadata = summary_pb2.SummaryMetadata()
-        metadata.plugin_data.plugin_name = "scalars"
-        self._metadata = metadata.SerializeToString()
-
-    def _writer(self, split: str) -> tf.summary.SummaryWriter:
-        if split not in self._writers:
-            self._writers[split] = tf.summary.create_file_writer(
-                os.path.join(self._log_dir, split)
-            )
-        return self._writers[split]
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Writes the epoch's metrics (`val_*` under logs/validation)."""
-        row = {k: float(v) for k, v in (logs or {}).items()}
-        logging.info("epoch %d: %s", epoch + 1, row)
-        with open(self._metrics_path, "a") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **row}) + "\n")
-        for name, value in row.items():
-            split = "validation" if name.startswith("val_") else "train"
-            tag = "epoch_" + name.removeprefix("val_")  # Keras' tag names.
-            with self._writer(split).as_default():
-                tf.summary.write(
-                    tag, value, step=epoch + 1, metadata=self._metadata
-                )
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        """Closes the event files."""
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
-
-
-def _callbacks(
-    workdir: str, strategy: tf.distribute.Strategy
-) -> list[keras.callbacks.Callback]:
-    callbacks = [
-        # Kept after training (delete_checkpoint=False): a resumed run with
-        # more epochs continues from the last one.
-        keras.callbacks.BackupAndRestore(
-            os.path.join(workdir, _BACKUP_DIR), delete_checkpoint=False
-        ),
-    ]
-    if _is_chief(strategy):
-        callbacks.append(_EpochLogs(workdir))
-    return callbacks
-
-
-def _labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    # Label -1: the file name names no ImageNet class; nothing to learn.
-    return dataset.filter(lambda example: example["label"] >= 0)
-
-
-def _features_dataset(
-    features: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    training: bool,
-    seed: int,
-) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels))
-    if training:  # Shuffle before batching; a new order every epoch.
-        dataset = dataset.shuffle(
-            len(labels), seed=seed, reshuffle_each_iteration=True
-        )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _fit(
-    trained: keras.Model,
-    train: tf.data.Dataset,
-    evaluation: tf.data.Dataset,
-    config: Config,
+@contextlib.contextmanager
+def _open_run(
     workdir: str,
-    verbose: bool,
-) -> None:
-    trained.fit(
-        train,
-        epochs=config.epochs,
-        validation_data=evaluation,
-        shuffle=False,  # The data sets shuffle themselves, seeded.
-        callbacks=_callbacks(workdir, trained.distribute_strategy),
-        verbose=1 if verbose else 0,
-    )
-
-
-def _train_on_features(
     config: Config,
-    workdir: str,
-    model: keras.Model,
-    classifier: models.Classifier,
+    resume: bool,
     source: datasets.Source,
-    is_eval: np.ndarray,
-    verbose: bool,
-) -> dict:
-    cached = multi_input.cache_features(
-        os.path.join(workdir, _FEATURES_FILE),
-        model,
-        _labelled(source.dataset),
-        classifier.resize,
+    chief: bool,
+) -> Iterator[tuple[rundir.RunDir | None, checkpoint.Backup]]:
+    if not chief:
+        # Reads the chief's last state when resuming; writes nothing.
+        folder = os.path.join(workdir, checkpoint.BACKUP_DIR)
+        yield None, checkpoint.Backup(folder if resume else None, write=False)
+        return
+    with rundir.RunDir.open(
+        workdir,
+        JOB,
+        config,
+        resume,
+        data=source.fingerprint,
+        inputs=config.model.input_files(),
+        may_change=RESUMABLE_CHANGES,
+    ) as run:
+        yield run, checkpoint.Backup(run.path(checkpoint.BACKUP_DIR))
+
+
+def _features_path(workdir: str, run: rundir.RunDir | None) -> str:
+    if run is None:  # A non-chief worker reads the chief's, if there.
+        return os.path.join(workdir, features.FEATURES_FILE)
+    return run.path(features.FEATURES_FILE)
+
+
+def _features_key(
+    config: Config, classifier: models.Classifier, source: datasets.Source
+) -> str:
+    return features.features_key(
         config.qualities,
-        config.batch_size,
-        key={
-            "model": config.model,
-            "weights": config.weights,
-            "data": config.data,
-            "limit": config.limit,
-            "image_size": classifier.image_size,
-        },
-        data_service=config.data_service,
-        verbose=verbose,
+        model=dataclasses.asdict(config.model),
+        image_size=classifier.image_size,
+        model_files=files.digest_inputs(config.model.input_files()),
+        data=dataclasses.asdict(config.data),
+        fingerprint=source.fingerprint,
     )
-    # Unlabelled or undecodable images are missing from the cache.
-    held_out = is_eval[cached["index"]]
-    features, labels = cached["features"], cached["labels"]
 
-    def rows(held: bool) -> tf.data.Dataset:
-        keep = held_out == held
-        return _features_dataset(
-            features[keep],
-            labels[keep],
-            config.batch_size,
-            training=not held,
-            seed=config.seed,
+
+def _check(config: Config) -> tuple[int, ...]:
+    if config.head_init not in multi_input.HEAD_INITS:
+        raise ValueError(
+            f"head_init must be one of {multi_input.HEAD_INITS}: "
+            f"{config.head_init!r}"
         )
-
-    head = model.get_layer(multi_input.HEAD_LAYER)
-    # The backbone alone: its own classifier on the original's features.
-    with head.distribute_strategy.scope():
-        backbone_head = multi_input.build_head(
-            *head.input.shape[1:], classifier.num_classes, name="backbone_head"
-        )
-    multi_input.init_head(
-        backbone_head, multi_input.split_classifier(classifier.model)[1]
-    )
-    _fit(head, rows(False), rows(True), config, workdir, verbose)
-    eval_features, eval_labels = features[held_out], labels[held_out]
-    return {
-        "num_train": int(np.sum(~held_out)),
-        "num_eval": int(np.sum(held_out)),
-        "eval_ids": cached["ids"][held_out].tolist(),
-        "backbone": _topk(
-            multi_input.predict_batch(backbone_head, eval_features),
-            eval_labels,
-        ),
-        "multi_input": _topk(
-            multi_input.predict_batch(head, eval_features), eval_labels
-        ),
-    }
-
-
-def _predict_images(
-    model: keras.Model, dataset: tf.data.Dataset
-) -> tuple[np.ndarray, np.ndarray]:
-    probabilities, labels = [], []
-    for inputs, batch_labels in dataset:
-        probabilities.append(multi_input.predict_batch(model, inputs))
-        labels.append(batch_labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(labels)
-
-
-def _train_on_images(
-    config: Config,
-    workdir: str,
-    model: keras.Model,
-    classifier: models.Classifier,
-    source: datasets.Source,
-    is_eval: np.ndarray,
-    verbose: bool,
-) -> dict:
-    def images(held_out: bool) -> tf.data.Dataset:
-        return multi_input.make_dataset(
-            _labelled(source.select(np.flatnonzero(is_eval == held_out))),
-            classifier.resize,
-            config.qualities,
-            config.batch_size,
-            training=not held_out,
-            seed=config.seed,
-            data_service=config.data_service,
-        )
-
-    # Before training: a trainable backbone shares its layers with the model.
-    with model.distribute_strategy.scope():
-        backbone = multi_input.backbone_alone(classifier)
-    originals = images(True).map(  # The backbone alone sees the original.
-        lambda inputs, labels: (inputs[multi_input.ORIGINAL], labels)
-    )
-    probabilities, labels = _predict_images(backbone, originals)
-    backbone_metrics = _topk(probabilities, labels)
-    _fit(model, images(False), images(True), config, workdir, verbose)
-    probabilities, labels = _predict_images(model, images(True))
-    return {
-        "num_train": int(np.sum(~is_eval)),
-        "num_eval": len(labels),
-        "backbone": backbone_metrics,
-        "multi_input": _topk(probabilities, labels),
-    }
+    make_optimizer(config.optimizer, config.learning_rate)  # Checks the name.
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    return tuple(candidates.validate_qualities(config.qualities))
 
 
 def train_and_evaluate(
@@ -513,120 +291,118 @@ def train_and_evaluate(
 
     Args:
       config: what to train.
-      workdir: output directory (created; see the module docstring).
+      workdir: output directory (see the module docstring and
+        `rundir.RunDir.open`).
       resume: continue an interrupted (or finished, with more `epochs`) run
-        in `workdir` after its last finished epoch; its config must be the
-        same except for `RESUMABLE_CHANGES`. False starts afresh (only the
-        feature cache is kept, and reused if still valid).
+        in `workdir` after its last finished epoch, reusing its cached
+        features; its config, data and model files must be the same except
+        for `RESUMABLE_CHANGES`. False: remove what earlier runs wrote
+        there and start afresh.
       verbose: progress bars.
 
     Returns:
-      The results (also `<workdir>/results.json`): top-1/top-5 of the
+      The results (also `<workdir>/results.json`): top-1/top-5 (%) of the
       backbone alone (on the original) and of the multi-input model, both
       on the held-out images, with the split sizes and wall time.
 
     Raises:
-      ValueError: invalid settings, or resuming a workdir of another run.
+      ValueError: invalid settings, or a workdir that cannot be used
+        (another job's or user's, in use, or resumed with other settings).
     """
     start = time.time()
     # First: a multi-worker strategy must exist before any other TF work.
-    strategy = make_strategy(
+    strategy = distribute.make_strategy(
         config.strategy, config.tpu, config.num_cpu_devices
     )
-    if config.head_init not in multi_input.HEAD_INITS:
-        raise ValueError(f"head_init must be one of {multi_input.HEAD_INITS}")
-    make_optimizer(config.optimizer, config.learning_rate)  # Checks the name.
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
-    cache = config.cache_features and not config.train_backbone
-    qualities = tuple(candidates.validate_qualities(config.qualities))
-    data = config.data or datasets.sample_images_dir()
-    source = datasets.load(data, config.limit, config.tfds_data_dir)
+    qualities = _check(config)
+    data = config.data.resolved()
+    source = data.load()
     if source.num_examples is None:
         raise ValueError(f"{source.description}: unknown size; pass a limit")
-    is_eval = split_by_image(
+    is_eval = splits.holdout(
         source.num_examples, config.num_eval, config.eval_fraction, config.seed
     )
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        classifier = models.load_classifier(
-            config.model, config.weights, config.image_size
+    config = dataclasses.replace(config, data=data, qualities=qualities)
+    chief = distribute.is_chief(strategy)
+    with _open_run(workdir, config, resume, source, chief) as (run, backup):
+        done = backup.last_epoch()
+        if done > config.epochs:
+            raise ValueError(
+                f"{workdir}: already trained for {done} epochs; resume with "
+                f"epochs >= {done}"
+            )
+        keras.utils.set_random_seed(config.seed)
+        cache = config.cache_features and not config.train_backbone
+        with strategy.scope():
+            classifier = config.model.load()
+            model = multi_input.build_multi_input_model(
+                classifier,
+                qualities,
+                trainable=config.train_backbone,
+                head_init=config.head_init,
+                seed=config.seed,
+            )
+            trained = (
+                model.get_layer(multi_input.HEAD_LAYER) if cache else model
+            )
+            trained.compile(
+                optimizer=make_optimizer(
+                    config.optimizer, config.learning_rate
+                ),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=_keras_metrics(),
+            )
+        logging.info(
+            "Training the multi-input model on %s (%d held out), %d replica(s)",
+            source.description,
+            int(is_eval.sum()),
+            strategy.num_replicas_in_sync,
         )
-        model = multi_input.build_multi_input_model(
+        job = trainers.Job(
+            model,
             classifier,
+            source,
+            is_eval,
             qualities,
-            trainable=config.train_backbone,
-            head_init=config.head_init,
-            seed=config.seed,
+            config.batch_size,
+            config.seed,
+            config.data_service,
+            functools.partial(
+                checkpoint.fit,
+                epochs=config.epochs,
+                run=run,
+                backup=backup,
+                verbose=verbose,
+            ),
+            verbose,
         )
-        trained = model.get_layer(multi_input.HEAD_LAYER) if cache else model
-        trained.compile(
-            optimizer=make_optimizer(config.optimizer, config.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=_metrics(),
-        )
-    config = dataclasses.replace(
-        config, data=data, qualities=qualities, image_size=classifier.image_size
-    )
-    if _is_chief(strategy):
-        _prepare_workdir(workdir, config, resume)
+        if cache:
+            results, skipped = trainers.on_features(
+                job,
+                _features_path(workdir, run),
+                _features_key(config, classifier, source),
+                write=run is not None,
+            )
+            if run is not None:
+                run.write_errors(skipped)
+        else:
+            results = trainers.on_images(job)
+        results = {
+            "model": config.model.name,
+            "image_size": classifier.image_size,
+            "inputs": list(multi_input.input_names(qualities)),
+            "epochs": config.epochs,
+            "num_replicas": strategy.num_replicas_in_sync,
+            **results,
+            "wall_time_s": time.time() - start,
+        }
+        if run is not None:
+            with files.atomic_path(run.path(MODEL_FILE)) as tmp_path:
+                model.save(tmp_path)
+            run.write_json(RESULTS_FILE, results)
     logging.info(
-        "Training the multi-input model on %s (%d held out), %d replica(s)",
-        source.description,
-        int(is_eval.sum()),
-        strategy.num_replicas_in_sync,
-    )
-    train_fn = _train_on_features if cache else _train_on_images
-    results = train_fn(
-        config, workdir, model, classifier, source, is_eval, verbose
-    )
-    results = {
-        "model": config.model,
-        "inputs": list(multi_input.input_names(qualities)),
-        "epochs": config.epochs,
-        "num_replicas": strategy.num_replicas_in_sync,
-        **results,
-        "wall_time_s": time.time() - start,
-    }
-    if _is_chief(strategy):
-        model.save(os.path.join(workdir, _MODEL_FILE))
-        with open(os.path.join(workdir, _RESULTS_FILE), "w") as f:
-            json.dump(results, f, indent=2)
-    logging.info(
-        "Held-out top-1/top-5: backbone %s, multi-input %s",
+        "Held-out top-1/top-5 (%%): backbone %s, multi-input %s",
         results["backbone"],
         results["multi_input"],
     )
     return results
-
-
-def export_from_workdir(workdir: str, export_dir: str | None = None) -> str:
-    """Exports a `train_and_evaluate` model as a SavedModel.
-
-    See `multi_input.export_saved_model` for its two signatures.
-
-    Args:
-      workdir: the training workdir (`config.json`, `model.keras`).
-      export_dir: output directory; None: `<workdir>/saved_model`.
-
-    Returns:
-      The SavedModel directory.
-
-    Raises:
-      FileNotFoundError: no trained model in `workdir`.
-    """
-    model_path = os.path.join(workdir, _MODEL_FILE)
-    if not os.path.exists(model_path):
-        raise FileNotFoundError(f"{model_path}: no trained model")
-    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
-        config = json.load(f)
-    # Only for its crop and resize: random weights are enough.
-    classifier = models.load_classifier(
-        config["model"], None, config["image_size"]
-    )
-    model = keras.saving.load_model(model_path, compile=False)
-    export_dir = export_dir or os.path.join(workdir, "saved_model")
-    multi_input.export_saved_model(
-        model, classifier.resize, export_dir, tuple(config["qualities"])
-    )
-    return export_dir

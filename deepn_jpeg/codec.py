@@ -30,9 +30,7 @@ __all__ = [
     "SUBSAMPLINGS",
     "ZIGZAG",
     "check_subsampling",
-    "decode",
     "encode",
-    "encode_batch",
     "read_qtables",
     "tf_encode",
 ]
@@ -183,30 +181,17 @@ def encode(
     return jpeg_bytes
 
 
-def decode(jpeg_bytes: bytes) -> np.ndarray:
-    """Decodes a JPEG file with Pillow (libjpeg's default ISLOW IDCT).
-
-    Args:
-      jpeg_bytes: a JPEG file.
-
-    Returns:
-      `[H, W, 3]` uint8 RGB.
-    """
-    with Image.open(io.BytesIO(jpeg_bytes)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def tf_encode(
     image_uint8: tf.Tensor,
     luma_qtable: Any,
     chroma_qtable: Any,
     subsampling: str = "4:2:0",
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """`encode` for tf.data: one image -> (JPEG file, decoded JPEG).
+) -> tf.Tensor:
+    """`encode` as a TF op, for tf.data (a `candidates.Codec`'s `encode`).
 
-    Encodes in `tf.numpy_function` (Pillow, host CPU, holds the GIL only in
-    Python glue); decodes with `tf.io.decode_jpeg(dct_method=
-    "INTEGER_ACCURATE")`, the same IDCT as Pillow.
+    Runs `encode` in `tf.numpy_function` on the host CPU; Pillow releases
+    the GIL while it encodes, so a parallel `Dataset.map` encodes several
+    images at once.
 
     Args:
       image_uint8: `[H, W, 3]` uint8 tensor.
@@ -215,55 +200,22 @@ def tf_encode(
       subsampling: chroma subsampling, one of `SUBSAMPLINGS`.
 
     Returns:
-      `(jpeg_bytes, decoded)`: scalar tf.string and `[H, W, 3]` uint8 with
-      the input's static shape.
+      The JPEG file, a scalar tf.string.
+
+    Raises:
+      ValueError: bad table or subsampling (at trace time).
     """
     luma = tables.validate_qtable(luma_qtable)
     chroma = tables.validate_qtable(chroma_qtable)
     check_subsampling(subsampling)
-    image_uint8 = tf.convert_to_tensor(image_uint8, tf.uint8)
 
     def encode_numpy(image: np.ndarray) -> bytes:
         return encode(image, luma, chroma, subsampling)
 
     jpeg_bytes = tf.numpy_function(
-        encode_numpy, [image_uint8], tf.string, stateful=False
+        encode_numpy,
+        [tf.convert_to_tensor(image_uint8, tf.uint8)],
+        tf.string,
+        stateful=False,
     )
-    jpeg_bytes = tf.ensure_shape(jpeg_bytes, [])
-    decoded = tf.io.decode_jpeg(
-        jpeg_bytes, channels=3, dct_method="INTEGER_ACCURATE"
-    )
-    decoded = tf.ensure_shape(decoded, [None, None, 3])
-    decoded.set_shape(image_uint8.shape)
-    return jpeg_bytes, decoded
-
-
-def encode_batch(
-    images_uint8: tf.Tensor,
-    luma_qtable: Any,
-    chroma_qtable: Any,
-    subsampling: str = "4:2:0",
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """`tf_encode` over a batch (e.g. after `Dataset.batch`).
-
-    Args:
-      images_uint8: `[B, H, W, 3]` uint8 tensor.
-      luma_qtable: `[8, 8]` luma table.
-      chroma_qtable: `[8, 8]` chroma table.
-      subsampling: chroma subsampling, one of `SUBSAMPLINGS`.
-
-    Returns:
-      `(jpeg_bytes, decoded)`: `[B]` tf.string and `[B, H, W, 3]` uint8 with
-      the input's static shape.
-    """
-    images_uint8 = tf.convert_to_tensor(images_uint8, tf.uint8)
-    jpeg_bytes, decoded = tf.map_fn(
-        lambda image: tf_encode(image, luma_qtable, chroma_qtable, subsampling),
-        images_uint8,
-        fn_output_signature=(
-            tf.TensorSpec([], tf.string),
-            tf.TensorSpec(images_uint8.shape[1:], tf.uint8),
-        ),
-    )
-    decoded.set_shape(images_uint8.shape)
-    return jpeg_bytes, decoded
+    return tf.ensure_shape(jpeg_bytes, [])

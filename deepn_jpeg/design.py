@@ -7,43 +7,41 @@ Framework." DAC 2018. https://arxiv.org/abs/1803.05788
 `run` is the job of `experiments/design_qtable.py`: band statistics of the
 images (Sec. 3.2, `deepn_jpeg.statistics`), then one luma and one chroma
 table per PLM variant (Sec. 3.3, `deepn_jpeg.tables.plm`), written as JSON
-and `cjpeg -qtables` files with a heat-map next to standard JPEG at QF 50.
-The rate-accuracy evaluation of the tables is not part of this job.
+and `cjpeg -qtables` files with a heat-map next to standard JPEG at QF 50
+(`deepn_jpeg.report`). The rate-accuracy evaluation of the tables is not
+part of this job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 from typing import Any
 
 import keras
 import numpy as np
 
-from compression_helps import candidates, datasets, evaluate
-from compression_helps import workdir as workdir_lib
-from deepn_jpeg import statistics, tables
+from compression_helps import candidates, datasets, files, rundir, splits
+from deepn_jpeg import report, statistics, tables
 
 __all__ = [
-    "CONFIG_FILE",
+    "JOB",
     "PLOT_FILE",
     "STATISTICS_FILE",
     "SUMMARY_FILE",
     "Config",
     "Result",
+    "check_config",
     "design_tables",
-    "plot",
-    "qtables_path",
     "run",
-    "summary_text",
+    "select_per_class",
 ]
 
-CONFIG_FILE = workdir_lib.CONFIG_FILE
+JOB = "design_qtable"
 STATISTICS_FILE = "statistics.json"
 SUMMARY_FILE = "summary.txt"
 PLOT_FILE = "design.png"
+_SHARD_NAME = "statistics"  # shards/statistics-<start>-<stop>.npz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,28 +49,21 @@ class Config:
     """What `run` computes; the flags of design_qtable.py mirror it.
 
     Attributes:
-      data: image folder or `tfds:<name>[:<split>]` (`datasets.load`).
+      data: the images; `split="fit"` keeps the "heldout" half for
+        evaluating the tables.
       per_class: at most this many images per label (unlabelled images are
-        all kept); None: all.
-      limit: only the first `limit` images of the source.
-      tfds_data_dir: TFDS data dir for `tfds:` sources.
-      split: which images of those (`datasets.split`): "all", or the "fit"
-        half, keeping the "heldout" half for evaluating the tables.
-      split_seed: seed of the split.
+        all kept); None (the flag: 0): all.
       variants: PLM variants, from `tables.PLM_VARIANTS`.
       plm: PLM parameters (the "monotone" variant derives its own c).
       seed: sampling seed.
-      chroma_subsampling: chroma resolution analysed, "4:4:4" or "4:2:0".
+      chroma_subsampling: chroma resolution analysed, "4:4:4" (the paper) or
+        "4:2:0".
       reference_quality: QF of the standard JPEG tables shown for comparison.
       shard_size: images per partial-statistics shard (the unit of resuming).
     """
 
-    data: str
+    data: datasets.DataConfig = datasets.DataConfig()
     per_class: int | None = 10
-    limit: int | None = None
-    tfds_data_dir: str | None = None
-    split: str = "all"
-    split_seed: int = 0
     variants: tuple[str, ...] = tables.PLM_VARIANTS
     plm: tables.PlmParams = tables.PAPER_PARAMS
     seed: int = 0
@@ -88,27 +79,92 @@ class Result:
     Attributes:
       statistics: the band statistics.
       qtables: variant -> `(luma, chroma)`, `[8, 8]` int32 each.
-      summary: the text of `summary_text`.
+      summary: the printed text (`report.design_summary` and skip count).
+      skipped: the images that could not be analysed.
     """
 
     statistics: statistics.BandStatistics
     qtables: dict[str, tuple[np.ndarray, np.ndarray]]
     summary: str
+    skipped: list[rundir.SkippedImage]
 
 
-def qtables_path(workdir: str, variant: str, extension: str) -> str:
-    """Where `run` writes a variant's tables.
+def check_config(config: Config) -> None:
+    """Refuses settings `run` cannot use, before any image is read.
 
     Args:
-      workdir: the output directory.
-      variant: PLM variant (or another table set's name, e.g. a fitted
-        one of `fit`).
-      extension: "json" or "txt" (`cjpeg -qtables`).
+      config: the settings.
+
+    Raises:
+      ValueError: one line naming the bad setting.
+    """
+    if not config.variants:
+        raise ValueError("variants: give at least one PLM variant")
+    for variant in config.variants:
+        if variant not in tables.PLM_VARIANTS:
+            raise ValueError(
+                f"variant must be in {tables.PLM_VARIANTS}, got {variant!r}"
+            )
+    if len(set(config.variants)) < len(config.variants):
+        raise ValueError(f"variants repeat: {','.join(config.variants)}")
+    if config.per_class is not None and config.per_class < 1:
+        raise ValueError(
+            f"per_class must be >= 1 (or None: all), got {config.per_class}"
+        )
+    if config.chroma_subsampling not in statistics.CHROMA_SUBSAMPLINGS:
+        raise ValueError(
+            f"chroma_subsampling must be one of "
+            f"{statistics.CHROMA_SUBSAMPLINGS}, got "
+            f"{config.chroma_subsampling!r}"
+        )
+    if not 1 <= config.reference_quality <= 100:
+        raise ValueError(
+            f"reference_quality must be in [1, 100], got "
+            f"{config.reference_quality}"
+        )
+    if config.shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {config.shard_size}")
+    if config.data.split not in splits.SPLITS:
+        raise ValueError(
+            f"split must be one of {splits.SPLITS}, got {config.data.split!r}"
+        )
+    if config.data.limit is not None and config.data.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {config.data.limit}")
+    for variant in config.variants:  # Bad PLM parameters (e.g. t1 > t2).
+        tables.plm(0.0, variant, **_plm_kwargs(variant, config.plm))
+
+
+def select_per_class(
+    labels: np.ndarray, per_class: int, seed: int = 0
+) -> np.ndarray:
+    """Stratified sample: at most `per_class` images of each label.
+
+    Uniform without replacement within each class, seeded; every unlabelled
+    image (label -1) is kept. Works on labels alone, so no image is read to
+    choose.
+
+    Args:
+      labels: `[N]` int labels, -1 for unknown.
+      per_class: maximum images per label (>= 1).
+      seed: sampling seed.
 
     Returns:
-      `<workdir>/qtables_<variant>.<extension>`.
+      The chosen indices, sorted.
+
+    Raises:
+      ValueError: per_class < 1.
     """
-    return os.path.join(workdir, f"qtables_{variant}.{extension}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = [np.flatnonzero(labels < 0)]
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        if len(members) > per_class:
+            members = rng.choice(members, per_class, replace=False)
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def design_tables(
@@ -125,258 +181,169 @@ def design_tables(
 
     Returns:
       `(luma, chroma)`, `[8, 8]` int32 each.
+
+    Raises:
+      ValueError: unknown variant, bad parameters (`tables.plm`), or no
+        blocks.
     """
-    kwargs = dataclasses.asdict(params)
-    if variant == "monotone":
-        del kwargs["c"]
+    kwargs = _plm_kwargs(variant, params)
     return (
         tables.plm(stats.std("luma"), variant, **kwargs),
         tables.plm(stats.std("chroma"), variant, **kwargs),
     )
 
 
-def summary_text(
-    stats: statistics.BandStatistics,
-    qtables: dict[str, tuple[np.ndarray, np.ndarray]],
-    reference_quality: int = 50,
-) -> str:
-    """The std and tables as 8x8 grids, for printing.
+def _plm_kwargs(variant: str, params: tables.PlmParams) -> dict[str, float]:
+    kwargs = dataclasses.asdict(params)
+    if variant == "monotone":
+        del kwargs["c"]  # Derived (`tables.monotone_c`).
+    return kwargs
 
-    Args:
-      stats: band statistics.
-      qtables: variant -> `(luma, chroma)`.
-      reference_quality: QF of the standard tables shown last.
 
-    Returns:
-      The text.
-    """
-    lines = [
-        f"{stats.num_images} images, {stats.count('luma')} luma and "
-        f"{stats.count('chroma')} chroma 8x8 blocks "
-        f"(chroma {stats.chroma_subsampling})"
-    ]
-    sections = [
-        ("luma std", stats.std("luma"), "{:7.2f}"),
-        ("chroma std (Cb, Cr pooled)", stats.std("chroma"), "{:7.2f}"),
-    ]
-    for variant, (luma, chroma) in qtables.items():
-        sections.append((f"luma table, PLM {variant}", luma, "{:4d}"))
-        sections.append((f"chroma table, PLM {variant}", chroma, "{:4d}"))
-    luma, chroma = tables.standard_qtables(reference_quality)
-    sections.append((f"JPEG luma table, QF {reference_quality}", luma, "{:4d}"))
-    sections.append(
-        (f"JPEG chroma table, QF {reference_quality}", chroma, "{:4d}")
+def _chosen_indices(source: datasets.Source, config: Config) -> np.ndarray:
+    """The indices of the images analysed (`select_per_class`)."""
+    if config.per_class is None:
+        if source.num_examples is not None:
+            return np.arange(source.num_examples, dtype=np.int64)
+        return np.arange(len(source.labels()), dtype=np.int64)
+    return select_per_class(source.labels(), config.per_class, config.seed)
+
+
+def _band_statistics(
+    source: datasets.Source,
+    config: Config,
+    run_dir: rundir.RunDir,
+    verbose: bool,
+) -> tuple[statistics.BandStatistics, list[rundir.SkippedImage]]:
+    """Statistics of the chosen images, one resumable shard at a time."""
+    chosen = _chosen_indices(source, config)  # [M] int64, sorted
+
+    def work(example):  # Eager re-run of one example, for `diagnose`.
+        image = candidates.decode_image(example["image_bytes"])
+        return statistics.image_sums(image, config.chroma_subsampling)
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        indices = chosen[start:stop]
+        stats, done = statistics.compute_with_indices(
+            source.select(indices),
+            config.chroma_subsampling,
+            ignore_errors=True,
+        )
+        missing = sorted(set(indices.tolist()) - set(done.tolist()))
+        skipped = [
+            datasets.diagnose(source, i, work, require_label=False)
+            for i in missing
+        ]
+        return {
+            **stats.to_arrays(),
+            "skipped": rundir.SkippedImage.to_array(skipped),
+        }
+
+    progress = keras.utils.Progbar(
+        len(chosen), unit_name="image", verbose=1 if verbose else 0
     )
-    for title, grid, fmt in sections:
-        lines += ["", f"{title}:", tables.format_qtable(grid, fmt)]
-    return "\n".join(lines)
-
-
-def plot(
-    path: str,
-    stats: statistics.BandStatistics,
-    qtables: dict[str, tuple[np.ndarray, np.ndarray]],
-    reference_quality: int = 50,
-) -> None:
-    """Heat-maps of the luma/chroma std and of the tables vs standard JPEG.
-
-    Rows: std; one row per PLM variant; standard JPEG at `reference_quality`.
-    Columns: luma, chroma. Each cell shows its value.
-
-    Args:
-      path: output PNG.
-      stats: band statistics.
-      qtables: variant -> `(luma, chroma)`.
-      reference_quality: QF of the standard tables.
-    """
-    # The object-oriented API: no pyplot global state, Agg from the suffix.
-    from matplotlib import colors
-    from matplotlib.figure import Figure
-
-    rows = [
-        ("std", (stats.std("luma"), stats.std("chroma")), "{:.0f}"),
-        *(
-            (f"PLM {variant}", pair, "{:d}")
-            for variant, pair in qtables.items()
-        ),
-        (
-            f"JPEG QF {reference_quality}",
-            tables.standard_qtables(reference_quality),
-            "{:d}",
-        ),
-    ]
-    figure = Figure(figsize=(7.5, 3.4 * len(rows)))
-    axes = figure.subplots(len(rows), 2, squeeze=False)
-    for (title, pair, fmt), row_axes in zip(rows, axes, strict=True):
-        for name, grid, ax in zip(
-            ("luma", "chroma"), pair, row_axes, strict=True
-        ):
-            grid = np.asarray(grid)
-            if title == "std":  # The DC band dwarfs the rest: log scale.
-                norm = colors.LogNorm(max(grid.min(), 1e-3), grid.max())
-            else:
-                norm = colors.Normalize(0, 255)
-            image = ax.imshow(grid, cmap="viridis", norm=norm)
-            figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-            ax.set_title(f"{name} {title}")
-            ax.set_xticks(range(8))
-            ax.set_yticks(range(8))
-            ax.set_xlabel("horizontal frequency v")
-            ax.set_ylabel("vertical frequency u")
-            for (u, v), value in np.ndenumerate(grid):
-                ax.text(
-                    v,
-                    u,
-                    fmt.format(value.item()),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="black" if norm(value) > 0.5 else "white",
-                )
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-
-
-def _shard_statistics(
-    source: datasets.Source, indices: np.ndarray, chroma_subsampling: str
-) -> tuple[statistics.BandStatistics, list[evaluate.SkippedImage]]:
-    """Statistics of some images; bad images are skipped and recorded."""
-    stats = statistics.compute(
-        source.select(indices), chroma_subsampling, ignore_errors=True
-    )
+    stats = statistics.BandStatistics.empty(config.chroma_subsampling)
     skipped = []
-    if stats.num_images < len(indices):
-
-        def work(example):
-            image = candidates.decode_image(example["image_bytes"])
-            return statistics.image_sums(image, chroma_subsampling)
-
-        for index in indices:
-            record = evaluate.diagnose(source, int(index), work, False)
-            if record is not None:
-                skipped.append(record)
+    for arrays in run_dir.map_shards(
+        _SHARD_NAME, len(chosen), config.shard_size, compute, progress.add
+    ):
+        stats = stats.merge(statistics.BandStatistics.from_arrays(arrays))
+        skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
     return stats, skipped
 
 
-def _write_shard(path: str, stats, skipped) -> None:
-    text = json.dumps(
-        {
-            "statistics": json.loads(stats.to_json()),
-            "skipped": [dataclasses.asdict(s) for s in skipped],
-        }
+def _write_tables(
+    run_dir: rundir.RunDir,
+    variant: str,
+    qtables: tuple[np.ndarray, np.ndarray],
+    stats: statistics.BandStatistics,
+    config: Config,
+) -> None:
+    """`qtables_<variant>.json` and `.txt` (`cjpeg -qtables`)."""
+    luma, chroma = qtables
+    params: dict[str, Any] = dataclasses.asdict(config.plm)
+    if variant == "monotone":
+        params["c"] = tables.monotone_c(config.plm)
+    metadata = {
+        "variant": variant,
+        "plm": params,
+        "num_images": stats.num_images,
+        "data": config.data.name,
+        "split": config.data.split,
+        "split_seed": config.data.split_seed,
+        "chroma_subsampling": stats.chroma_subsampling,
+    }
+    tables.save_json(
+        run_dir.path(tables.qtables_filename(variant, "json")),
+        luma,
+        chroma,
+        metadata,
     )
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    tables.write_cjpeg_qtables(
+        run_dir.path(tables.qtables_filename(variant, "txt")),
+        [luma, chroma],
+        comment=(
+            f"DeepN-JPEG tables (PLM {variant}) from {stats.num_images} "
+            f"images of {config.data.name}\nslot 0: luma, slot 1: chroma; "
+            "natural order; cjpeg -qtables FILE -qslots 0,1 (no -quality)"
+        ),
+    )
 
 
-def _read_shard(path: str):
-    with open(path) as f:
-        data = json.load(f)
-    stats = statistics.BandStatistics.from_json(json.dumps(data["statistics"]))
-    return stats, [evaluate.SkippedImage(**s) for s in data["skipped"]]
-
-
-def run(config: Config, workdir: str, resume: bool = False) -> Result:
+def run(
+    config: Config, workdir: str, resume: bool = False, verbose: bool = True
+) -> Result:
     """Computes statistics and tables; writes them to `workdir`.
 
     Writes `config.json`, `statistics.json`, `qtables_<variant>.json` and
     `.txt` (`cjpeg -qtables`) for each variant, `summary.txt`, `design.png`
-    and `errors.jsonl` (images that could not be decoded, skipped). Partial
-    statistics of each shard of images are kept in `<workdir>/shards/`;
-    `resume` reuses them after an interruption.
+    and `errors.jsonl` (images that could not be decoded, skipped), each
+    atomically. The partial statistics of each shard of images are kept in
+    `<workdir>/shards/`; `resume` reuses them after an interruption.
 
     Args:
       config: what to compute.
-      workdir: output directory (created).
-      resume: continue an interrupted run in `workdir` (same config).
+      workdir: output directory (see `rundir.RunDir.open`).
+      resume: continue an interrupted run in `workdir` (same config, same
+        data).
+      verbose: show a progress bar.
 
     Returns:
-      The statistics, tables and summary text.
+      The statistics, tables, summary text and skipped images.
 
     Raises:
-      ValueError: unknown variant, or no images with whole 8x8 blocks.
+      ValueError: bad settings; a workdir that is not this job's, in use,
+        or (resume) of other settings or data; no images with whole 8x8
+        blocks.
+      FileNotFoundError: no such image folder.
     """
-    for variant in config.variants:
-        if variant not in tables.PLM_VARIANTS:
+    check_config(config)
+    data = config.data.resolved()
+    source = data.load()
+    config = dataclasses.replace(config, data=data)
+    with rundir.RunDir.open(
+        workdir, JOB, config, resume, data=source.fingerprint
+    ) as run_dir:
+        stats, skipped = _band_statistics(source, config, run_dir, verbose)
+        run_dir.write_errors(skipped)
+        if not stats.count("luma") or not stats.count("chroma"):
             raise ValueError(
-                f"variant must be in {tables.PLM_VARIANTS}, got {variant!r}"
+                f"{source.description}: no image has a whole 8x8 block"
             )
-    workdir_lib.prepare(workdir)
-    workdir_lib.write_config(workdir, config, resume)
-    source = datasets.split(
-        datasets.load(config.data, config.limit, config.tfds_data_dir),
-        config.split,
-        config.split_seed,
-    )
-    labels = source.labels()
-    chosen = (
-        statistics.select_per_class(labels, config.per_class, config.seed)
-        if config.per_class
-        else np.arange(len(labels))
-    )
-    shard_dir = os.path.join(workdir, "shards")
-    if not resume:
-        shutil.rmtree(shard_dir, ignore_errors=True)
-    os.makedirs(shard_dir, exist_ok=True)
-    stats = statistics.BandStatistics.empty(config.chroma_subsampling)
-    skipped = []
-    progress = keras.utils.Progbar(len(chosen), unit_name="image")
-    for start in range(0, len(chosen), config.shard_size):
-        indices = chosen[start : start + config.shard_size]
-        path = os.path.join(shard_dir, f"statistics-{start:09d}.json")
-        if os.path.exists(path):
-            part, part_skipped = _read_shard(path)
-        else:
-            part, part_skipped = _shard_statistics(
-                source, indices, config.chroma_subsampling
+        stats.save(run_dir.path(STATISTICS_FILE))
+        qtables = {}
+        for variant in config.variants:
+            qtables[variant] = design_tables(stats, variant, config.plm)
+            _write_tables(run_dir, variant, qtables[variant], stats, config)
+        summary = report.design_summary(
+            stats, qtables, config.reference_quality
+        )
+        if skipped:
+            errors = os.path.join(run_dir.root, rundir.ERRORS_FILE)
+            summary += f"\n\n{len(skipped)} images skipped (see {errors})"
+        run_dir.write_text(SUMMARY_FILE, summary + "\n")
+        with files.atomic_path(run_dir.path(PLOT_FILE)) as tmp_path:
+            report.plot_design(
+                tmp_path, stats, qtables, config.reference_quality
             )
-            _write_shard(path, part, part_skipped)
-        stats = stats.merge(part)
-        skipped.extend(part_skipped)
-        progress.add(len(indices))
-    workdir_lib.write_errors(workdir, skipped)
-    if not stats.count("luma") or not stats.count("chroma"):
-        raise ValueError(f"{config.data}: no image has a whole 8x8 block")
-    stats.save(os.path.join(workdir, STATISTICS_FILE))
-
-    qtables = {}
-    for variant in config.variants:
-        luma, chroma = design_tables(stats, variant, config.plm)
-        qtables[variant] = (luma, chroma)
-        params: dict[str, Any] = dataclasses.asdict(config.plm)
-        if variant == "monotone":
-            params["c"] = tables.monotone_c(config.plm)
-        metadata = {
-            "variant": variant,
-            "plm": params,
-            "num_images": stats.num_images,
-            "data": config.data,
-        }
-        tables.save_json(
-            qtables_path(workdir, variant, "json"), luma, chroma, metadata
-        )
-        tables.write_cjpeg_qtables(
-            qtables_path(workdir, variant, "txt"),
-            [luma, chroma],
-            comment=(
-                f"DeepN-JPEG tables (PLM {variant}) from {stats.num_images} "
-                f"images of {config.data}\nslot 0: luma, slot 1: chroma; "
-                "natural order; cjpeg -qtables FILE -qslots 0,1 (no -quality)"
-            ),
-        )
-    summary = summary_text(stats, qtables, config.reference_quality)
-    if skipped:
-        summary += (
-            f"\n\n{len(skipped)} images skipped (see "
-            f"{os.path.join(workdir, workdir_lib.ERRORS_FILE)})"
-        )
-    with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-        f.write(summary + "\n")
-    plot(
-        os.path.join(workdir, PLOT_FILE),
-        stats,
-        qtables,
-        config.reference_quality,
-    )
-    return Result(stats, qtables, summary)
+    return Result(stats, qtables, summary, skipped)

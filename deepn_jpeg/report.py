@@ -5,10 +5,268 @@ Mirrors `compression_helps/report.py`: the jobs compute, this module shows.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import numpy as np
+
+from deepn_jpeg import statistics, tables
+
+__all__: list[str] = [
+    "design_summary",
+    "plot_design",
+    "fit_summary_text",
+    "plot_rate_accuracy",
+    "rate_accuracy_text",
+]
 
 # --- design (design_qtable.py) ---
 
+
+def design_summary(
+    stats: statistics.BandStatistics,
+    qtables: dict[str, tuple[np.ndarray, np.ndarray]],
+    reference_quality: int = 50,
+) -> str:
+    """The std and tables of a design run as 8x8 grids, for printing.
+
+    Args:
+      stats: band statistics.
+      qtables: variant -> `(luma, chroma)`.
+      reference_quality: QF of the standard tables shown last.
+
+    Returns:
+      The text.
+    """
+    lines = [
+        f"{stats.num_images} images, {stats.count('luma')} luma and "
+        f"{stats.count('chroma')} chroma 8x8 blocks "
+        f"(chroma {stats.chroma_subsampling})"
+    ]
+    sections = [
+        ("luma std", stats.std("luma"), "{:7.2f}"),
+        ("chroma std (Cb, Cr pooled)", stats.std("chroma"), "{:7.2f}"),
+    ]
+    for variant, (luma, chroma) in qtables.items():
+        sections.append((f"luma table, PLM {variant}", luma, "{:4d}"))
+        sections.append((f"chroma table, PLM {variant}", chroma, "{:4d}"))
+    luma, chroma = tables.standard_qtables(reference_quality)
+    sections.append((f"JPEG luma table, QF {reference_quality}", luma, "{:4d}"))
+    sections.append(
+        (f"JPEG chroma table, QF {reference_quality}", chroma, "{:4d}")
+    )
+    for title, grid, fmt in sections:
+        lines += ["", f"{title}:", tables.format_qtable(grid, fmt)]
+    return "\n".join(lines)
+
+
+def plot_design(
+    path: str,
+    stats: statistics.BandStatistics,
+    qtables: dict[str, tuple[np.ndarray, np.ndarray]],
+    reference_quality: int = 50,
+) -> None:
+    """Heat-maps of the luma/chroma std and of the tables vs standard JPEG.
+
+    Rows: std; one row per PLM variant; standard JPEG at `reference_quality`.
+    Columns: luma, chroma. Each cell shows its value.
+
+    Args:
+      path: output PNG (callers pass a `rundir.atomic_path`).
+      stats: band statistics.
+      qtables: variant -> `(luma, chroma)`.
+      reference_quality: QF of the standard tables.
+    """
+    # The object-oriented API: no pyplot global state, Agg from the suffix.
+    from matplotlib import colors
+    from matplotlib.figure import Figure
+
+    rows = [
+        ("std", (stats.std("luma"), stats.std("chroma")), "{:.0f}"),
+        *((f"PLM {name}", pair, "{:d}") for name, pair in qtables.items()),
+        (
+            f"JPEG QF {reference_quality}",
+            tables.standard_qtables(reference_quality),
+            "{:d}",
+        ),
+    ]
+    figure = Figure(figsize=(7.5, 3.4 * len(rows)))
+    axes = figure.subplots(len(rows), 2, squeeze=False)
+    for (title, pair, fmt), row_axes in zip(rows, axes, strict=True):
+        for name, grid, ax in zip(
+            ("luma", "chroma"), pair, row_axes, strict=True
+        ):
+            grid = np.asarray(grid)
+            if title == "std":  # The DC band dwarfs the rest: log scale.
+                norm = colors.LogNorm(max(grid.min(), 1e-3), grid.max())
+            else:
+                norm = colors.Normalize(0, 255)
+            image = ax.imshow(grid, cmap="viridis", norm=norm)
+            figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(f"{name} {title}")
+            ax.set_xticks(range(8))
+            ax.set_yticks(range(8))
+            ax.set_xlabel("horizontal frequency v")
+            ax.set_ylabel("vertical frequency u")
+            for (u, v), value in np.ndenumerate(grid):
+                ax.text(
+                    v,
+                    u,
+                    fmt.format(value.item()),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if norm(value) > 0.5 else "white",
+                )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 # --- rate-accuracy (eval_deepn_jpeg.py) ---
 
+
+def _curve_label_and_style(curve: str, diagnostic: bool) -> tuple[str, str]:
+    if curve == "jpeg":
+        return "standard JPEG", "o-"
+    if curve in tables.PLM_VARIANTS:
+        return f"DeepN {curve}", "s--"
+    return curve, "^:" if diagnostic else "d-."
+
+
+def plot_rate_accuracy(result: dict, path: str) -> None:
+    """Top-1 and top-5 against bits per pixel, one line per curve.
+
+    Args:
+      result: the dict `rate_accuracy.run` returns.
+      path: output PNG (callers pass a `rundir.atomic_path`).
+    """
+    # The object-oriented API: no pyplot global state, Agg from the suffix.
+    from matplotlib import ticker
+    from matplotlib.figure import Figure
+
+    curve_points = result["curves"]
+    original = curve_points["original"][0]
+    diagnostic = set(result.get("diagnostic_curves", ()))
+    figure = Figure(figsize=(13, 5.5))
+    axes = figure.subplots(1, 2)
+    for ax, key in zip(axes, ("top1", "top5"), strict=True):
+        for curve, points in curve_points.items():
+            if curve == "original":
+                continue
+            ordered = sorted(points, key=lambda p: p["bpp"])
+            label, style = _curve_label_and_style(curve, curve in diagnostic)
+            ax.plot(
+                [p["bpp"] for p in ordered],
+                [p[key] for p in ordered],
+                style,
+                label=label,
+                markersize=4,
+            )
+        ax.axhline(
+            original[key],
+            color="gray",
+            lw=0.8,
+            label=f"original files ({original['bpp']:.2f} bpp)",
+        )
+        ax.set_xscale("log")
+        # Plain numbers at 1, 2, 5 x 10^k: the default labels overlap.
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("bits per pixel (log scale)")
+        ax.set_ylabel(f"{key} accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    figure.suptitle(f"{result['model']}, {result['n_images']} images")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def _gain_cell(gain: dict) -> str:
+    if gain["gain"] is None:
+        return "n/a"
+    interval = gain.get("interval")
+    if interval is None or interval["low"] is None:
+        return f"{gain['gain']:.2f}x"
+    return (
+        f"{gain['gain']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}]"
+    )
+
+
+def rate_accuracy_text(result: dict) -> str:
+    """The curves and gains of `rate_accuracy.run` as markdown tables."""
+    lines = [
+        "| curve | quality | top-1 % | top-5 % | bpp | CR |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for curve, points in result["curves"].items():
+        for p in points:
+            quality = "" if p["quality"] is None else p["quality"]
+            lines.append(
+                f"| {curve} | {quality} | {p['top1']:.2f} | {p['top5']:.2f} "
+                f"| {p['bpp']:.3f} | {p['cr']:.2f} |"
+            )
+    # Gains as one row per curve, one column per target top-1.
+    targets = sorted({g["target_top1"] for g in result["gains"]}, reverse=True)
+    rows: dict[str, dict[float, dict]] = {}
+    for g in result["gains"]:
+        rows.setdefault(g["curve"], {})[g["target_top1"]] = g
+    lines += [
+        "",
+        "gain at equal top-1 = JPEG bytes / curve bytes (n/a: the curve "
+        "does not cross the target within its grid); [5th, 95th percentile "
+        f"over {result.get('bootstrap', 0)} paired bootstrap resamples of "
+        "the images, where both curves reach the target]",
+        "",
+        "| curve | " + " | ".join(f"top-1 {t:.2f}" for t in targets) + " |",
+        "|---|" + "---:|" * len(targets),
+    ]
+    if rows:
+        first = next(iter(rows.values()))
+        kib = [first[t]["jpeg_bytes"] for t in targets]
+        lines.append(
+            "| JPEG KiB | "
+            + " | ".join("n/a" if b is None else f"{b / 1024:.0f}" for b in kib)
+            + " |"
+        )
+    for curve, by_target in rows.items():
+        cells = [_gain_cell(by_target[t]) for t in targets]
+        lines.append(f"| {curve} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --- fitting (fit_qtable.py) ---
+
+
+def fit_summary_text(summary: dict) -> str:
+    """The table search's result per budget, on the fit images, as markdown.
+
+    Args:
+      summary: the dict `fit.run` returns (and writes to fit_summary.json).
+
+    Returns:
+      A table: standard JPEG, each family's start and fitted tables.
+    """
+    original = summary["original"]
+    lines = [
+        f"fit images: {summary['n_images']} ({summary['images']}); original "
+        f"files: {original['bytes'] / 1024:.0f} KiB, top-1 "
+        f"{original['top1']:.2f} %, top-5 {original['top5']:.2f} %",
+        "",
+        "| budget | tables | best trial | KiB | top-1 % | top-5 % | p(true) %"
+        " |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for budget in summary["budgets"]:
+        rows = [("standard JPEG", "", budget["jpeg"])]
+        for fitted in budget["fitted"]:
+            best = fitted["best"]
+            of = f"{best['trial']} of {fitted['num_trials']}"
+            rows += [
+                (f"{fitted['family']} start", "", fitted["start"]),
+                (fitted["name"], of, best),
+            ]
+        for label, trial, t in rows:
+            lines.append(
+                f"| QF {budget['quality']} | {label} | {trial} | "
+                f"{t['bytes'] / 1024:.0f} | {t['top1']:.2f} | "
+                f"{t['top5']:.2f} | {t['mean_prob']:.2f} |"
+            )
+    return "\n".join(lines)

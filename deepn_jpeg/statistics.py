@@ -25,24 +25,22 @@ Statistics are running sums (block count, sum and sum of squares per band in
 float64), so a data set of any size fits in memory and partial results from
 shards merge exactly (`BandStatistics.merge`).
 
-Not reproduced from the paper: which training images were analysed (we
-sample at most `per_class` images per label, seeded). By default chroma is
-analysed at full resolution, as the paper describes; `chroma_subsampling=
-"4:2:0"` instead analyses 2x2-averaged chroma planes, which is what a 4:2:0
-encoder quantizes.
+Not reproduced from the paper: which training images were analysed
+(`deepn_jpeg.design` samples at most `per_class` images per label, seeded).
+By default chroma is analysed at full resolution, as the paper describes;
+`chroma_subsampling="4:2:0"` instead analyses 2x2-averaged chroma planes,
+which is what a 4:2:0 encoder quantizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import candidates
+from compression_helps import candidates, files
 
 __all__ = [
     "BLOCK_SIZE",
@@ -51,17 +49,15 @@ __all__ = [
     "BandStatistics",
     "block_dct",
     "compute",
+    "compute_with_indices",
     "image_sums",
     "rgb_to_ycbcr",
-    "select_per_class",
 ]
 
 BLOCK_SIZE = 8
 # Planes in the order of `BandStatistics.counts` etc.
 COMPONENTS = ("Y", "Cb", "Cr")
 CHROMA_SUBSAMPLINGS = ("4:4:4", "4:2:0")
-# Holds one ImageNet class (<= 1300 training images, ~150 MB of JPEG bytes)
-# when files arrive grouped by class, as from a folder.
 _JSON_FORMAT = "deepn_jpeg.BandStatistics/1"
 # JFIF (ITU-T T.871) RGB -> YCbCr rows, the coefficients of libjpeg.
 _RGB_TO_YCBCR = np.array(
@@ -74,6 +70,7 @@ _RGB_TO_YCBCR = np.array(
 _LEVEL_SHIFT = 128.0
 # Which components each name of `BandStatistics.mean` etc. pools.
 _POOLS = {"luma": (0,), "chroma": (1, 2), "y": (0,), "cb": (1,), "cr": (2,)}
+_ARRAYS = ("num_images", "counts", "sums", "sums_sq", "chroma_subsampling")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -125,13 +122,8 @@ class BandStatistics:
           All-zero statistics.
         """
         shape = (len(COMPONENTS), BLOCK_SIZE, BLOCK_SIZE)
-        return cls(
-            0,
-            np.zeros(len(COMPONENTS), np.int64),
-            np.zeros(shape),
-            np.zeros(shape),
-            chroma_subsampling,
-        )
+        zeros = [np.zeros(shape[:1]), np.zeros(shape), np.zeros(shape)]
+        return cls(0, *zeros, chroma_subsampling)
 
     def merge(self, other: BandStatistics) -> BandStatistics:
         """Statistics of the union of both image sets.
@@ -163,11 +155,8 @@ class BandStatistics:
         count = int(self.counts[planes].sum())
         if count == 0:
             raise ValueError(f"no {component} blocks were analysed")
-        return (
-            count,
-            self.sums[planes].sum(axis=0),
-            self.sums_sq[planes].sum(axis=0),
-        )
+        sums, sums_sq = self.sums[planes], self.sums_sq[planes]
+        return count, sums.sum(axis=0), sums_sq.sum(axis=0)
 
     def count(self, component: str = "luma") -> int:
         """Number of 8x8 blocks of a component.
@@ -218,11 +207,50 @@ class BandStatistics:
         # float64 sums: cancellation is far below the 1e-4 we need.
         return np.sqrt(np.maximum(sums_sq / count - mean**2, 0.0))
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The sums as arrays, for `rundir.write_npz` (shard files).
+
+        Returns:
+          `num_images` (int64 scalar), `counts`, `sums`, `sums_sq` and
+          `chroma_subsampling` (str scalar).
+        """
+        return {
+            "num_images": np.array(self.num_images, np.int64),
+            "counts": self.counts,
+            "sums": self.sums,
+            "sums_sq": self.sums_sq,
+            "chroma_subsampling": np.array(self.chroma_subsampling),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> BandStatistics:
+        """Inverse of `to_arrays`; other arrays are ignored.
+
+        Args:
+          arrays: what `to_arrays` returned, e.g. read back from a shard.
+
+        Returns:
+          The statistics.
+
+        Raises:
+          ValueError: an array is missing or has the wrong shape.
+        """
+        missing = [name for name in _ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"not band statistics: no {', '.join(missing)}")
+        return cls(
+            int(arrays["num_images"]),
+            arrays["counts"],
+            arrays["sums"],
+            arrays["sums_sq"],
+            str(arrays["chroma_subsampling"]),
+        )
+
     def to_json(self) -> str:
         """The sums and a readable summary (count, mean, std) as JSON.
 
         Returns:
-          A JSON document that `from_json` reads back exactly.
+          A JSON document that `load` reads back exactly.
         """
         summary = {}
         for name in ("luma", "chroma"):
@@ -232,68 +260,42 @@ class BandStatistics:
                     "mean": self.mean(name).tolist(),
                     "std": self.std(name).tolist(),
                 }
+        arrays = {k: v.tolist() for k, v in self.to_arrays().items()}
         return json.dumps(
             {
                 "format": _JSON_FORMAT,
-                "num_images": self.num_images,
-                "chroma_subsampling": self.chroma_subsampling,
+                **arrays,
                 "components": list(COMPONENTS),
-                "counts": self.counts.tolist(),
-                "sums": self.sums.tolist(),
-                "sums_sq": self.sums_sq.tolist(),
                 "summary": summary,
             },
             indent=1,
         )
 
-    @classmethod
-    def from_json(cls, text: str) -> BandStatistics:
-        """Reads what `to_json` wrote.
-
-        Args:
-          text: the JSON document.
-
-        Returns:
-          The statistics (the `summary` is recomputed, not read).
-
-        Raises:
-          ValueError: not a BandStatistics document.
-        """
-        data = json.loads(text)
-        if data.get("format") != _JSON_FORMAT:
-            raise ValueError(
-                f"not a {_JSON_FORMAT} document: format={data.get('format')}"
-            )
-        return cls(
-            int(data["num_images"]),
-            np.array(data["counts"], np.int64),
-            np.array(data["sums"], np.float64),
-            np.array(data["sums_sq"], np.float64),
-            data["chroma_subsampling"],
-        )
-
     def save(self, path: str) -> None:
-        """Writes `to_json()` to `path` (atomically).
+        """Writes `to_json()` to `path`, atomically (`rundir.write_text`).
 
         Args:
           path: output file.
         """
-        with open(path + ".tmp", "w") as f:
-            f.write(self.to_json())
-        os.replace(path + ".tmp", path)
+        files.write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str) -> BandStatistics:
-        """Reads a file written by `save`.
+        """Reads a file written by `save` (the `summary` is not read).
 
         Args:
           path: the JSON file.
 
         Returns:
           The statistics.
+
+        Raises:
+          ValueError: not a BandStatistics document.
         """
-        with open(path) as f:
-            return cls.from_json(f.read())
+        data = files.read_json(path)
+        if not isinstance(data, dict) or data.get("format") != _JSON_FORMAT:
+            raise ValueError(f"{path}: not a {_JSON_FORMAT} document")
+        return cls.from_arrays({k: np.array(data[k]) for k in _ARRAYS})
 
 
 def _planes(component: str) -> list[int]:
@@ -395,37 +397,46 @@ def image_sums(
     }
 
 
-def select_per_class(
-    labels: np.ndarray, per_class: int, seed: int = 0
-) -> np.ndarray:
-    """Stratified sample: at most `per_class` images of each label.
+def compute_with_indices(
+    dataset: tf.data.Dataset,
+    chroma_subsampling: str = "4:4:4",
+    ignore_errors: bool = False,
+) -> tuple[BandStatistics, np.ndarray]:
+    """FCA of DeepN-JPEG, Sec. 3.2: DCT band statistics of a data set.
 
-    Uniform without replacement within each class, seeded; every unlabelled
-    image (label -1) is kept. Works on labels alone, so no image is read to
-    choose.
+    One streaming pass: decode, YCbCr, 8x8 block DCT and per-image sums in
+    a parallel (order-keeping) tf.data `map`, summed here in float64 in
+    example order, so the same images always give the same bits.
 
     Args:
-      labels: `[N]` int labels, -1 for unknown.
-      per_class: maximum images per label (>= 1).
-      seed: sampling seed.
+      dataset: dicts with "image_bytes" (scalar tf.string, an encoded image
+        file) and optionally "index" (int64), as `compression_helps.datasets`
+        yields.
+      chroma_subsampling: "4:4:4" (the paper) or "4:2:0".
+      ignore_errors: skip images that fail to decode instead of raising
+        (`num_images` then counts only the analysed ones).
 
     Returns:
-      The chosen indices, sorted.
-
-    Raises:
-      ValueError: per_class < 1.
+      The statistics, and `[K]` int64 the "index" of each analysed example
+      (-1 for examples without one), in dataset order.
     """
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    chosen = [np.flatnonzero(labels < 0)]
-    for label in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == label)
-        if len(members) > per_class:
-            members = rng.choice(members, per_class, replace=False)
-        chosen.append(members)
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
+    _check_subsampling(chroma_subsampling)
+
+    def per_image(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        image = candidates.decode_image(example["image_bytes"])
+        sums = image_sums(image, chroma_subsampling)
+        index = example.get("index", tf.constant(-1, tf.int64))
+        return {**sums, "index": tf.cast(index, tf.int64)}
+
+    sums = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
+    if ignore_errors:
+        sums = sums.ignore_errors()
+    totals = BandStatistics.empty(chroma_subsampling).to_arrays()
+    indices = []
+    for image in sums.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        indices.append(image.pop("index"))
+        totals.update({k: totals[k] + v for k, v in image.items()})
+    return BandStatistics.from_arrays(totals), np.array(indices, np.int64)
 
 
 def compute(
@@ -433,45 +444,5 @@ def compute(
     chroma_subsampling: str = "4:4:4",
     ignore_errors: bool = False,
 ) -> BandStatistics:
-    """FCA of DeepN-JPEG, Sec. 3.2: DCT band statistics of a data set.
-
-    One streaming pass in tf.data: decode, YCbCr, 8x8 block DCT and per-image
-    sums in parallel `map`s, accumulated in float64 by `Dataset.reduce`.
-
-    Args:
-      dataset: dicts with "image_bytes" (scalar tf.string, an encoded image
-        file) and "label" (int32, -1 if unknown), as
-        `compression_helps.datasets` yields.
-      chroma_subsampling: "4:4:4" (the paper) or "4:2:0".
-      ignore_errors: skip images that fail to decode instead of raising
-        (`num_images` then counts only the analysed ones).
-
-    Returns:
-      The statistics.
-    """
-    _check_subsampling(chroma_subsampling)
-
-    def per_image(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        image = candidates.decode_image(example["image_bytes"])
-        return image_sums(image, chroma_subsampling)
-
-    sums = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
-    if ignore_errors:
-        sums = sums.ignore_errors()
-    empty = BandStatistics.empty(chroma_subsampling)
-    initial = {
-        "num_images": tf.constant(0, tf.int64),
-        "counts": tf.constant(empty.counts),
-        "sums": tf.constant(empty.sums),
-        "sums_sq": tf.constant(empty.sums_sq),
-    }
-    totals: dict[str, Any] = sums.reduce(
-        initial, lambda total, x: {k: total[k] + x[k] for k in total}
-    )
-    return BandStatistics(
-        int(totals["num_images"]),
-        totals["counts"].numpy(),
-        totals["sums"].numpy(),
-        totals["sums_sq"].numpy(),
-        chroma_subsampling,
-    )
+    """FCA, Sec. 3.2: `compute_with_indices` without the indices."""
+    return compute_with_indices(dataset, chroma_subsampling, ignore_errors)[0]

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from compression_helps import files
 
 __all__ = [
     "PAPER_PARAMS",
@@ -38,6 +39,7 @@ __all__ = [
     "load_json",
     "monotone_c",
     "plm",
+    "qtables_filename",
     "read_cjpeg_qtables",
     "save_json",
     "scale_qtable",
@@ -88,7 +90,8 @@ class PlmParams:
     Attributes:
       a: intercept of the first segment (delta <= t1).
       b: intercept of the second segment (t1 < delta <= t2).
-      c: intercept of the third segment (delta > t2).
+      c: intercept of the third segment (delta > t2); the "monotone"
+        variant derives its own (`monotone_c`).
       t1: first breakpoint (a std).
       t2: second breakpoint.
       k1: slope magnitude of the first segment.
@@ -96,6 +99,9 @@ class PlmParams:
       k3: slope magnitude of the third segment.
       q_min: smallest step the mapping gives.
     """
+
+    # Flags are --plm_a, --plm_b, ... (`experiments.common.ConfigFlags`).
+    FLAG_PREFIX: ClassVar[str] = "plm_"
 
     a: float = 255.0
     b: float = 80.0
@@ -318,13 +324,26 @@ def from_json(text: str) -> tuple[np.ndarray, np.ndarray]:
     return validate_qtable(data["luma"]), validate_qtable(data["chroma"])
 
 
+def qtables_filename(name: str, extension: str) -> str:
+    """The file name of a table set in a run folder.
+
+    Args:
+      name: the set's name: a PLM variant, or a fitted set's name.
+      extension: "json" (`save_json`) or "txt" (`write_cjpeg_qtables`).
+
+    Returns:
+      `qtables_<name>.<extension>`, relative to the run folder.
+    """
+    return f"qtables_{name}.{extension}"
+
+
 def save_json(
     path: str,
     luma: Any,
     chroma: Any,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Writes `to_json(luma, chroma, metadata)` to `path`.
+    """Writes `to_json(luma, chroma, metadata)` to `path`, atomically.
 
     Args:
       path: output file.
@@ -332,10 +351,7 @@ def save_json(
       chroma: `[8, 8]` chroma table.
       metadata: extra JSON fields.
     """
-    text = to_json(luma, chroma, metadata)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    files.write_text(path, to_json(luma, chroma, metadata))
 
 
 def load_json(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -407,12 +423,11 @@ def read_cjpeg_qtables(text: str) -> list[np.ndarray]:
 def write_cjpeg_qtables(
     path: str, tables: Sequence[Any], comment: str | None = None
 ) -> None:
-    """Writes `to_cjpeg_qtables(tables, comment)` to `path`.
+    """Writes `to_cjpeg_qtables(tables, comment)` to `path`, atomically.
 
     Args:
       path: output file.
       tables: the tables for slots 0, 1, ..., `[8, 8]` each.
       comment: leading comment.
     """
-    with open(path, "w") as f:
-        f.write(to_cjpeg_qtables(tables, comment))
+    files.write_text(path, to_cjpeg_qtables(tables, comment))

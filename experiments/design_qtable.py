@@ -5,15 +5,16 @@ them to luma and chroma tables with the piece-wise linear mapping (PLM,
 Sec. 3.3), for the "paper" parameters and the "monotone" variant. Prints the
 std and tables as 8x8 grids and writes to --workdir: config.json,
 statistics.json, qtables_<variant>.json, qtables_<variant>.txt (for
-`cjpeg -qtables`), summary.txt and design.png (heat-maps next to standard
-JPEG at QF 50).
+`cjpeg -qtables`), summary.txt, design.png (heat-maps next to standard
+JPEG at QF 50) and errors.jsonl (images skipped, with the reason).
 
     python -m experiments.design_qtable --data=/path/to/imagenet-sample \
         --workdir=/tmp/design
 
 `--split=fit` analyses only the fit half of a seeded random split
 (`--split_seed`), so that `eval_deepn_jpeg.py --split=heldout` evaluates
-the tables on images they were not designed on.
+the tables on images they were not designed on. `--resume` continues an
+interrupted run in the same --workdir (same flags, same images).
 
 About 10 seconds for the 500 ImageNet sample images on 2 CPU cores. The
 tables are in README.md. `--smoke` analyses 8 images (a quick check).
@@ -26,47 +27,39 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import design, statistics, tables
+from deepn_jpeg import design, tables
 from experiments import common
 
-_DEFAULTS = design.Config(data="")
-_DATA = common.define_data_flags(required=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_PER_CLASS = flags.DEFINE_integer(
-    "per_class",
-    _DEFAULTS.per_class,
-    "At most N images per label (unlabelled: all); 0: all images.",
+SMOKE_LIMIT = 8
+
+_CONFIG = common.define_config_flags(
+    design.Config, required=("data",), omit=("variants",)
 )
-_SPLIT, _SPLIT_SEED = common.define_split_flags("Images analysed")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
 _VARIANT = flags.DEFINE_enum(
     "variant", "both", [*tables.PLM_VARIANTS, "both"], "PLM variant(s)."
 )
-_CHROMA_SUBSAMPLING = flags.DEFINE_enum(
-    "chroma_subsampling",
-    _DEFAULTS.chroma_subsampling,
-    list(statistics.CHROMA_SUBSAMPLINGS),
-    "Chroma resolution analysed (the paper: 4:4:4).",
-)
-_SHARD_SIZE = flags.DEFINE_integer(
-    "shard_size", _DEFAULTS.shard_size, "Images per statistics shard."
-)
 _RESUME = common.define_resume_flag()
-_REFERENCE_QUALITY = flags.DEFINE_integer(
-    "reference_quality",
-    _DEFAULTS.reference_quality,
-    "QF of the standard JPEG tables shown for comparison.",
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False, f"Analyse only {SMOKE_LIMIT} images."
 )
-_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Sampling seed.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Analyse only 8 images.")
-# --plm_a, --plm_b, ..., --plm_q_min.
-_PLM = {
-    field.name: flags.DEFINE_float(
-        f"plm_{field.name}",
-        getattr(_DEFAULTS.plm, field.name),
-        f"PLM parameter {field.name} (monotone derives c itself).",
+
+
+def config_from_flags() -> design.Config:
+    """The config the parsed flags give (`--per_class=0`: all images)."""
+    config = _CONFIG.value(
+        variants=(
+            tables.PLM_VARIANTS
+            if _VARIANT.value == "both"
+            else (_VARIANT.value,)
+        )
     )
-    for field in dataclasses.fields(tables.PlmParams)
-}
+    if not config.per_class:
+        config = dataclasses.replace(config, per_class=None)
+    if _SMOKE.value:
+        data = dataclasses.replace(config.data, limit=SMOKE_LIMIT)
+        config = dataclasses.replace(config, data=data)
+    return config
 
 
 @common.report_errors
@@ -74,24 +67,7 @@ def main(argv: Sequence[str]) -> None:
     """Designs the tables and prints them."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    variants = (
-        tables.PLM_VARIANTS if _VARIANT.value == "both" else (_VARIANT.value,)
-    )
-    config = design.Config(
-        data=_DATA.data.value,
-        tfds_data_dir=_DATA.tfds_data_dir.value,
-        per_class=_PER_CLASS.value or None,
-        limit=8 if _SMOKE.value else _DATA.limit.value,
-        split=_SPLIT.value,
-        split_seed=_SPLIT_SEED.value,
-        variants=variants,
-        plm=tables.PlmParams(**{name: f.value for name, f in _PLM.items()}),
-        seed=_SEED.value,
-        chroma_subsampling=_CHROMA_SUBSAMPLING.value,
-        reference_quality=_REFERENCE_QUALITY.value,
-        shard_size=_SHARD_SIZE.value,
-    )
-    result = design.run(config, _WORKDIR.value, resume=_RESUME.value)
+    result = design.run(config_from_flags(), _WORKDIR.value, _RESUME.value)
     print(result.summary)
 
 

@@ -30,7 +30,8 @@ images (`--bootstrap` resamples):
 
 About 45 s per curve (10 qualities) for 250 images on 2 CPU cores with
 efficientnet_lite0: about 6 minutes for the command above (8 curves).
-`--resume` reuses finished shards (e.g. to redo only the report).
+`--resume` continues an interrupted run from its finished shards; it is
+refused if the settings, the images, the model or a tables file changed.
 """
 
 from __future__ import annotations
@@ -39,51 +40,16 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import codec, rate_accuracy
+from deepn_jpeg import rate_accuracy
 from experiments import common
 
-_DEFAULTS = rate_accuracy.Config(tables="")
-_TABLES = flags.DEFINE_list(
-    "tables",
-    None,
-    "design_qtable.py / fit_qtable.py workdirs or tables JSON files.",
-    required=True,
+# No default tables: --tables must be given.
+_CONFIG = common.define_config_flags(
+    rate_accuracy.Config,
+    defaults=rate_accuracy.Config(tables=None),
+    required=("tables",),
 )
-_MODEL = common.define_model_flags(_DEFAULTS.model)
-_DATA = common.define_data_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_SPLIT, _SPLIT_SEED = common.define_split_flags("Images evaluated")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", _DEFAULTS.batch_size, "Images per model call."
-)
-# The rate grid, applied to the standard and the DeepN-JPEG tables alike.
-_QUALITIES = common.define_qualities_flag()
-_SUBSAMPLING = flags.DEFINE_enum(
-    "subsampling",
-    _DEFAULTS.subsampling,
-    list(codec.SUBSAMPLINGS),
-    "Chroma subsampling of every file.",
-)
-_DIAGNOSTICS = flags.DEFINE_list(
-    "diagnostics",
-    list(_DEFAULTS.diagnostics),
-    "Table sets to split into luma-only and chroma-only curves.",
-)
-_DIAGNOSTIC_QUALITY = flags.DEFINE_integer(
-    "diagnostic_quality",
-    _DEFAULTS.diagnostic_quality,
-    "Quality of the fixed table of jpeg-lumascale/jpeg-chromascale.",
-)
-_GAIN_DROPS = flags.DEFINE_list(
-    "gain_drops",
-    [str(d) for d in _DEFAULTS.gain_drops],
-    "Gains at the original's top-1 minus these points.",
-)
-_BOOTSTRAP = flags.DEFINE_integer(
-    "bootstrap",
-    _DEFAULTS.bootstrap,
-    "Paired bootstrap resamples for the gains' 90% intervals (0: none).",
-)
 _RESUME = common.define_resume_flag()
 
 
@@ -92,24 +58,7 @@ def main(argv: Sequence[str]) -> None:
     """Runs the rate-accuracy comparison."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    config = rate_accuracy.Config(
-        tables=tuple(_TABLES.value),
-        model=_MODEL.model.value,
-        weights=_MODEL.weights_value,
-        data=_DATA.data.value,
-        limit=_DATA.limit.value,
-        tfds_data_dir=_DATA.tfds_data_dir.value,
-        split=_SPLIT.value,
-        split_seed=_SPLIT_SEED.value,
-        batch_size=_BATCH_SIZE.value,
-        qualities=common.qualities(_QUALITIES),
-        subsampling=_SUBSAMPLING.value,
-        diagnostics=tuple(_DIAGNOSTICS.value),
-        diagnostic_quality=_DIAGNOSTIC_QUALITY.value,
-        gain_drops=tuple(float(d) for d in _GAIN_DROPS.value),
-        bootstrap=_BOOTSTRAP.value,
-    )
-    rate_accuracy.run(config, _WORKDIR.value, resume=_RESUME.value)
+    rate_accuracy.run(_CONFIG.value(), _WORKDIR.value, resume=_RESUME.value)
 
 
 if __name__ == "__main__":

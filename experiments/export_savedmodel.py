@@ -5,7 +5,9 @@ writes a SavedModel with two signatures: `serve` (also `serving_default`)
 takes the V uint8 candidate images keyed by input name (`original`, `qf100`,
 ..., `qf10`, each `[B, S, S, 3]`); `serve_bytes` takes `image_bytes`, a `[B]`
 batch of encoded images, and makes the JPEG candidates itself. Both return
-`[B, 1000]` class probabilities.
+`[B, 1000]` class probabilities. An export inside the workdir (the default,
+<workdir>/saved_model) is part of the run: a fresh training run there
+removes it.
 
     python -m experiments.export_savedmodel --workdir=/tmp/mi \
         --export_dir=/tmp/mi/saved_model
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import train
+from compression_helps import serving
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string(
@@ -35,7 +37,7 @@ def main(argv: Sequence[str]) -> None:
     """Exports the model."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    print(train.export_from_workdir(_WORKDIR.value, _EXPORT_DIR.value))
+    print(serving.export_from_workdir(_WORKDIR.value, _EXPORT_DIR.value))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ With efficientnet_lite0 on 2 CPU cores a trial takes about 6 s on the 250
 fit images of the sample (3-4 encoding passes to meet the budget, one model
 pass): about 25 minutes with the defaults (2 families x 3 budgets x 40
 trials), then about 7 minutes for the held-out evaluation above.
-`--resume` replays the logged trials of an interrupted run and goes on.
+`--resume` replays the logged trials of an interrupted run and goes on
+(also with a larger --max_trials; other changes are refused).
 `--smoke`: 16 images, one budget, 3 trials (a quick check).
 """
 
@@ -42,36 +43,9 @@ from absl import app, flags
 from deepn_jpeg import fit
 from experiments import common
 
-_DEFAULTS = fit.Config()
-_MODEL = common.define_model_flags(_DEFAULTS.model)
-_DATA = common.define_data_flags()
+# The search sees only the "fit" half of the split: no --split flag.
+_CONFIG = common.define_config_flags(fit.Config, omit=("split",))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
-_SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", _DEFAULTS.split_seed, "Seed of the fit/heldout split."
-)
-_FAMILIES = flags.DEFINE_list(
-    "families", list(_DEFAULTS.families), f"Table families {fit.FAMILIES}."
-)
-_BUDGETS = flags.DEFINE_list(
-    "budget_qualities",
-    [str(q) for q in _DEFAULTS.budget_qualities],
-    "Byte budgets: standard JPEG's bytes at these QFs on the fit images.",
-)
-_MAX_TRIALS = flags.DEFINE_integer(
-    "max_trials", _DEFAULTS.max_trials, "Trials per family and budget."
-)
-_TIE_WEIGHT = flags.DEFINE_float(
-    "tie_weight",
-    _DEFAULTS.tie_weight,
-    "Score = top-1 + tie_weight * mean true-label probability.",
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", _DEFAULTS.batch_size, "Images per model call."
-)
-_NUM_THREADS = flags.DEFINE_integer(
-    "num_threads", _DEFAULTS.num_threads, "Encoder threads (0: one per CPU)."
-)
-_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Global random seed.")
 _RESUME = common.define_resume_flag("search (replays its logged trials)")
 _SMOKE = flags.DEFINE_bool("smoke", False, "16 images, 1 budget, 3 trials.")
 
@@ -81,22 +55,9 @@ def main(argv: Sequence[str]) -> None:
     """Fits and exports the tables."""
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    smoke = _SMOKE.value
-    config = fit.Config(
-        model=_MODEL.model.value,
-        weights=_MODEL.weights_value,
-        data=_DATA.data.value,
-        limit=16 if smoke else _DATA.limit.value,
-        tfds_data_dir=_DATA.tfds_data_dir.value,
-        split_seed=_SPLIT_SEED.value,
-        families=tuple(_FAMILIES.value),
-        budget_qualities=common.qualities(_BUDGETS)[: 1 if smoke else None],
-        max_trials=3 if smoke else _MAX_TRIALS.value,
-        tie_weight=_TIE_WEIGHT.value,
-        batch_size=_BATCH_SIZE.value,
-        num_threads=_NUM_THREADS.value,
-        seed=_SEED.value,
-    )
+    config = _CONFIG.value()
+    if _SMOKE.value:
+        config = fit.smoke(config)
     fit.run(config, _WORKDIR.value, resume=_RESUME.value)
 
 

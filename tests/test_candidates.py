@@ -26,19 +26,40 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
         self.image = testing_utils.random_image(40, 56)
         self.jpeg = testing_utils.jpeg_bytes(self.image, quality=97)
 
-    def test_candidate_zero_is_original_bytes(self):
-        files, original = candidates.encode_candidates(self.jpeg, QUALITIES)
-        self.assertEqual(files[0].numpy(), self.jpeg)
-        self.assertEqual(files.shape, [len(QUALITIES) + 1])
+    def test_candidate_zero_is_the_original_file(self):
+        example = {"id": "x", "image_bytes": self.jpeg, "label": 3}
+        out = candidates.make_candidates(example, resize, QUALITIES)
+        self.assertEqual(int(out["sizes"][0]), len(self.jpeg))
+        original = tf.io.decode_jpeg(self.jpeg, dct_method="INTEGER_ACCURATE")
         self.assertAllEqual(
-            original,
-            tf.io.decode_jpeg(self.jpeg, dct_method="INTEGER_ACCURATE"),
+            out["pixels"][0], candidates.model_pixels(original, resize)
         )
+        self.assertEqual(int(out["num_pixels"]), 40 * 56)
 
     def test_candidates_are_jpegs_at_full_resolution(self):
-        files, _ = candidates.encode_candidates(self.jpeg, QUALITIES)
-        for f in files:
-            self.assertAllEqual(tf.io.extract_jpeg_shape(f), self.image.shape)
+        for codec in candidates.as_codecs(QUALITIES):
+            jpeg = codec.encode(self.image)
+            self.assertAllEqual(tf.io.extract_jpeg_shape(jpeg), [40, 56, 3])
+
+    def test_encoded_candidates_sizes_are_the_codecs_files(self):
+        codecs = candidates.as_codecs(QUALITIES)
+        out = candidates.encoded_candidates(self.image, resize, codecs)
+        for i, codec in enumerate(codecs):
+            jpeg = codec.encode(self.image)
+            self.assertEqual(int(out["sizes"][i]), len(jpeg.numpy()))
+            decoded = tf.io.decode_jpeg(jpeg, dct_method="INTEGER_ACCURATE")
+            self.assertAllEqual(
+                out["pixels"][i], candidates.model_pixels(decoded, resize)
+            )
+
+    def test_codec_names(self):
+        encode = candidates.jpeg_codec(50).encode
+        self.assertEqual(candidates.jpeg_codec(50).name, "qf50")
+        self.assertEqual(
+            candidates.Codec("paper", 50, encode).name, "paper_q50"
+        )
+        with self.assertRaisesRegex(ValueError, "repeated candidates"):
+            candidates.as_codecs([50, candidates.Codec("jpeg", 50, encode)])
 
     def test_eager_equals_dataset_map(self):
         example = {
@@ -116,14 +137,17 @@ class RealImageSizesTest(tf.test.TestCase):
         if not testing_utils.has_samples():
             self.skipTest(testing_utils.SKIP_NO_SAMPLES)
         paths = testing_utils.sample_paths()
+        codecs = candidates.as_codecs(candidates.QUALITIES)
+
+        def sizes(path):
+            image = candidates.decode_image(tf.io.read_file(path))
+            files = [codec.encode(image) for codec in codecs]
+            return tf.strings.length(tf.stack(files))
+
         ds = tf.data.Dataset.from_tensor_slices(paths).map(
-            lambda p: tf.strings.length(
-                candidates.encode_candidates(tf.io.read_file(p))[0]
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            sizes, num_parallel_calls=tf.data.AUTOTUNE
         )
-        sizes = np.stack(list(ds.as_numpy_iterator()))  # [N, 11]
-        jpeg_sizes = sizes[:, 1:]  # QF 100, 90, ..., 10
+        jpeg_sizes = np.stack(list(ds.as_numpy_iterator()))  # [N, 10]
         falls = np.all(np.diff(jpeg_sizes, axis=1) < 0, axis=1)
         exceptions = [
             (os.path.basename(p), s.tolist())

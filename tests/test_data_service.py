@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from compression_helps import datasets, evaluate, models
 from tests import testing_utils
-from tests.test_models import tiny_classifier_file
 
 
 class DataServiceTest(tf.test.TestCase):
@@ -15,26 +14,16 @@ class DataServiceTest(tf.test.TestCase):
         testing_utils.write_image_folder(folder, list(range(0, 40, 3)))
         with open(os.path.join(folder, "n01440764_bad.JPEG"), "wb") as f:
             f.write(b"not a jpeg")
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
-        )
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
         classifier = models.load_classifier(model)
         source = datasets.load(folder)
         kwargs = dict(
-            qualities=(80, 30), batch_size=3, shard_size=5, verbose=False
+            codecs=(80, 30), batch_size=3, shard_size=5, verbose=False
         )
 
         local, local_skipped = evaluate.predict(classifier, source, **kwargs)
 
-        service = tf.data.experimental.service
-        dispatcher = service.DispatchServer()
-        address = dispatcher.target.split("://")[1]
-        workers = [
-            service.WorkerServer(
-                service.WorkerConfig(dispatcher_address=address)
-            )
-            for _ in range(2)
-        ]
+        dispatcher, workers = testing_utils.start_data_service(2)
         remote, remote_skipped = evaluate.predict(
             classifier, source, data_service=dispatcher.target, **kwargs
         )

@@ -3,7 +3,6 @@
 import importlib.util
 import math
 import os
-import pickle
 from unittest import mock
 
 import keras
@@ -11,7 +10,13 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, efficientnet_lite, models
+from compression_helps import (
+    candidates,
+    datasets,
+    efficientnet_lite,
+    models,
+    torch_checkpoint,
+)
 from tests import testing_utils
 
 HAS_CHECKPOINT = (
@@ -122,18 +127,15 @@ def _sample_inputs(step: int = 1):
     classifier = models.load_classifier("efficientnet_lite0", weights=None)
     examples = datasets.folder_examples(testing_utils.sample_dir())[::step]
     paths = [path for path, _ in examples]
+
+    def model_input(path):
+        image = candidates.decode_image(tf.io.read_file(path))
+        pixels = candidates.model_pixels(image, classifier.resize)
+        return classifier.preprocess_input(tf.cast(pixels, tf.float32))
+
     inputs = (
         tf.data.Dataset.from_tensor_slices(paths)
-        .map(
-            lambda path: classifier.preprocess(
-                tf.io.decode_jpeg(
-                    tf.io.read_file(path),
-                    channels=3,
-                    dct_method="INTEGER_ACCURATE",
-                )
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        .map(model_input, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(len(paths))
         .get_single_element()
     )
@@ -146,85 +148,6 @@ class PreprocessingTest(tf.test.TestCase):
             np.array([[0.0, 127.0, 255.0]] * 3).T
         )
         self.assertAllClose(out[:, 0], [-127 / 128, 0.0, 1.0])
-
-
-class ReaderTest(tf.test.TestCase):
-    def test_refuses_pickled_objects_other_than_tensors(self):
-        path = self.create_tempfile().full_path
-        with open(path, "wb") as f:
-            for header in (
-                0x1950A86A20F9469CFC6C,
-                1001,
-                {"little_endian": True},
-                {"x": os.getcwd},  # Would run code if unpickled freely.
-            ):
-                pickle.dump(header, f, protocol=2)
-        with self.assertRaisesRegex(pickle.UnpicklingError, "refusing"):
-            efficientnet_lite.read_torch_checkpoint(path)
-
-    def test_rejects_a_file_that_is_not_a_checkpoint(self):
-        path = self.create_tempfile(content="").full_path
-        with open(path, "wb") as f:
-            pickle.dump(1234, f)
-        with self.assertRaisesRegex(ValueError, "magic"):
-            efficientnet_lite.read_torch_checkpoint(path)
-
-    def test_reads_the_checkpoint_keys_and_shapes(self):
-        if not HAS_CHECKPOINT:
-            self.skipTest(SKIP_NO_CHECKPOINT)
-        state = efficientnet_lite.read_torch_checkpoint(
-            efficientnet_lite.checkpoint_path()
-        )
-        self.assertLen(state, 296)
-        expected = {
-            "_conv_stem.weight": (32, 3, 3, 3),
-            "_bn0.running_var": (32,),
-            "_blocks.0._depthwise_conv.weight": (32, 1, 3, 3),
-            "_blocks.1._expand_conv.weight": (96, 16, 1, 1),
-            "_blocks.15._project_conv.weight": (320, 1152, 1, 1),
-            "_conv_head.weight": (1280, 320, 1, 1),
-            "_fc.weight": (1000, 1280),
-            "_fc.bias": (1000,),
-        }
-        for key, shape in expected.items():
-            self.assertEqual(state[key].shape, shape, key)
-            self.assertEqual(state[key].dtype, np.float32, key)
-        # Variances: never negative (a few stem channels are dead, exactly 0).
-        self.assertTrue(np.all(state["_bn0.running_var"] >= 0))
-        self.assertGreater(np.mean(state["_bn0.running_var"] > 0), 0.8)
-
-    def test_matches_torch_load(self):
-        if not (HAS_CHECKPOINT and HAS_TORCH):
-            self.skipTest(SKIP_NO_CHECKPOINT if HAS_TORCH else SKIP_NO_TORCH)
-        import torch
-
-        path = efficientnet_lite.checkpoint_path()
-        state = efficientnet_lite.read_torch_checkpoint(path)
-        reference = torch.load(path, map_location="cpu", weights_only=True)
-        self.assertEqual(list(state), list(reference))
-        for key, tensor in reference.items():
-            self.assertAllEqual(state[key], tensor.numpy(), msg=key)
-
-    def test_reads_views_and_strides_in_both_torch_formats(self):
-        if not HAS_TORCH:
-            self.skipTest(SKIP_NO_TORCH)
-        import torch
-
-        base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-        state = {
-            "transposed": base.t(),  # Non-contiguous strides.
-            "sliced": base[1:3, 2:],  # Offset into a shared storage.
-            "long": torch.tensor([3, -1], dtype=torch.int64),
-            "half": torch.ones(2, 3, dtype=torch.float16),
-            "scalar": torch.tensor(7),
-        }
-        for zip_format in (False, True):
-            path = self.create_tempfile().full_path
-            torch.save(state, path, _use_new_zipfile_serialization=zip_format)
-            got = efficientnet_lite.read_torch_checkpoint(path)
-            for key, tensor in state.items():
-                self.assertEqual(got[key].dtype, tensor.numpy().dtype)
-                self.assertAllEqual(got[key], tensor.numpy(), msg=key)
 
 
 class ModelTest(tf.test.TestCase, parameterized.TestCase):
@@ -308,7 +231,7 @@ class ImageNetWeightsTest(tf.test.TestCase):
             os.listdir(os.path.dirname(cache)), [os.path.basename(cache)]
         )
         with mock.patch.object(
-            efficientnet_lite,
+            torch_checkpoint,
             "read_torch_checkpoint",
             side_effect=AssertionError("checkpoint read again"),
         ):

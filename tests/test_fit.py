@@ -6,10 +6,17 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets
-from deepn_jpeg import codec, fit, statistics, tables
+from compression_helps import datasets, evaluate, in_memory, models
+from deepn_jpeg import (
+    codec,
+    families,
+    fit,
+    rate_accuracy,
+    report,
+    statistics,
+    tables,
+)
 from tests import testing_utils
-from tests.test_models import tiny_classifier_file
 
 
 def tiny_stats():
@@ -28,47 +35,21 @@ def read_log(workdir):
         return [json.loads(line) for line in f]
 
 
-class FamilyTest(tf.test.TestCase, parameterized.TestCase):
-    def test_standard_family_starts_at_the_qf50_tables(self):
-        family = fit.make_family("standard")
-        luma, chroma = family.shape(np.array(family.start), 1.0)
-        expected = tables.standard_qtables(50)
-        self.assertAllEqual(luma, expected[0])
-        self.assertAllEqual(chroma, expected[1])
+def without_seconds(value):
+    """`value` without the "seconds" of its trial records."""
+    if isinstance(value, dict):
+        return {
+            k: without_seconds(v) for k, v in value.items() if k != "seconds"
+        }
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value
 
-    def test_plm_family_starts_at_the_monotone_design(self):
-        stats = tiny_stats()
-        family = fit.make_family("plm", stats)
-        luma, chroma = family.shape(np.array(family.start), 1.0)
-        self.assertAllEqual(luma, tables.plm(stats.std("luma"), "monotone"))
-        self.assertAllEqual(chroma, tables.plm(stats.std("chroma"), "monotone"))
 
-    @parameterized.named_parameters(("plm", "plm"), ("standard", "standard"))
-    def test_any_parameters_give_valid_tables(self, name):
-        family = fit.make_family(name, tiny_stats())
-        size = len(family.start)
-        units = [np.zeros(size), np.ones(size), np.full(size, 0.3)]
-        for unit in units:
-            for scale in (1e-3, 1.0, 1e3):
-                for table in family.shape(family.from_unit(unit), scale):
-                    tables.validate_qtable(table)
-        self.assertAllClose(
-            family.to_unit(family.from_unit(units[2])), units[2]
-        )
-
-    @parameterized.named_parameters(("plm", "plm"), ("standard", "standard"))
-    def test_larger_scale_never_gives_finer_steps(self, name):
-        family = fit.make_family(name, tiny_stats())
-        x = family.from_unit(np.full(len(family.start), 0.4))
-        for small, large in [(0.5, 1.0), (1.0, 2.0)]:
-            for a, b in zip(
-                family.shape(x, small), family.shape(x, large), strict=True
-            ):
-                self.assertTrue(np.all(a <= b))
-
-    def test_unknown_family_is_an_error(self):
-        with self.assertRaisesRegex(ValueError, "family must be one of"):
-            fit.make_family("jpeg2000")
+def ten_class_model(folder):
+    """A random model whose ranks of labels 0-9 vary from image to image."""
+    path = testing_utils.tiny_model_file(folder, num_classes=10)
+    return models.ModelConfig(path, weights=None)
 
 
 class FitScaleTest(tf.test.TestCase):
@@ -88,33 +69,72 @@ class FitScaleTest(tf.test.TestCase):
         self.assertIsNone(nbytes)
 
 
-class RunTest(tf.test.TestCase):
+class InMemoryImagesTest(tf.test.TestCase):
+    def test_equals_the_streaming_evaluation_and_records_bad_images(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, [0, 1, 2, 3, 4, 5, 6, 7])
+        with open(os.path.join(data, "n01440764_empty.JPEG"), "wb"):
+            pass
+        with open(os.path.join(data, "no_label.JPEG"), "wb") as f:
+            f.write(testing_utils.jpeg_bytes(testing_utils.random_image()))
+        source = datasets.load(data)
+        classifier = ten_class_model(self.create_tempdir().full_path).load()
+        luma, chroma = tables.standard_qtables(50)
+        codecs = [
+            rate_accuracy.table_codec("t", 50, luma * 2, chroma, "4:2:0"),
+            70,
+        ]
+
+        images = in_memory.InMemoryImages(classifier, source, batch_size=3)
+        got = images.predict(codecs)
+        want, skipped = evaluate.predict(
+            classifier, source, codecs, batch_size=3, verbose=False
+        )
+        self.assertEqual(images.skipped, skipped)
+        self.assertEqual(
+            [s.kind for s in skipped], ["empty file", "no ImageNet label"]
+        )
+        for name in ("ranks", "sizes", "topk", "labels", "ids", "curves"):
+            self.assertAllEqual(getattr(got, name), getattr(want, name))
+        self.assertAllClose(got.topk_probs, want.topk_probs)
+        # The ranks differ between images and candidates: a real check.
+        self.assertGreater(len(np.unique(want.ranks)), 2)
+        # Encoding only gives the same sizes; the codecs alone, too.
+        self.assertAllEqual(images.sizes(codecs), want.sizes[:, 1:])
+        alone = images.predict(codecs[:1], with_original=False)
+        self.assertAllEqual(alone.ranks[:, 0], want.ranks[:, 1])
+        self.assertEqual(
+            evaluate.accuracy(alone, 0), evaluate.accuracy(want, 1)
+        )
+
+
+class RunTest(tf.test.TestCase, parameterized.TestCase):
     def setUp(self):
         super().setUp()
         self.data = self.create_tempdir().full_path
-        testing_utils.write_image_folder(self.data, list(range(0, 24, 2)))
-        self.model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
-        )
+        testing_utils.write_image_folder(self.data, list(range(10)) * 2)
+        self.model = ten_class_model(self.create_tempdir().full_path)
 
     def config(self, **kwargs):
         defaults = dict(
             model=self.model,
-            data=self.data,
-            budget_qualities=(50, 20),
+            data=datasets.DataConfig(self.data),
+            families=("standard",),
+            budget_qualities=(30,),
             max_trials=5,
             batch_size=4,
-            num_threads=2,
         )
         return fit.Config(**{**defaults, **kwargs})
 
     def test_fits_logs_and_never_loses_to_the_start(self):
         workdir = self.create_tempdir().full_path
-        config = self.config()
+        config = self.config(
+            families=families.FAMILIES, budget_qualities=(50, 20)
+        )
         summary = fit.run(config, workdir, verbose=False)
 
         # Only the fit half of the images is used.
-        self.assertEqual(summary["n_images"], 6)
+        self.assertEqual(summary["n_images"], 10)
         # Every trial is logged with its parameters, bytes and accuracy.
         searched = [t for t in read_log(workdir) if "family" in t]
         self.assertLen(searched, 2 * 2 * config.max_trials)
@@ -123,7 +143,7 @@ class RunTest(tf.test.TestCase):
         for budget in summary["budgets"]:
             for fitted in budget["fitted"]:
                 best, start = fitted["best"], fitted["start"]
-                family = fit.make_family(fitted["family"], tiny_stats())
+                family = families.make_family(fitted["family"], tiny_stats())
                 self.assertEqual(fitted["num_trials"], config.max_trials)
                 self.assertAllClose(
                     list(start["params"].values()), family.start
@@ -145,21 +165,62 @@ class RunTest(tf.test.TestCase):
         # The standard family starts at standard JPEG itself.
         start = summary["budgets"][0]["fitted"][1]["start"]
         self.assertEqual(start["bytes"], summary["budgets"][0]["jpeg"]["bytes"])
+        self.assertIn("fit-plm-qf20", report.fit_summary_text(summary))
+        with open(os.path.join(workdir, "config.json")) as f:
+            self.assertEqual(json.load(f)["settings"]["data"]["split"], "fit")
+
+    def test_trials_equal_what_eval_deepn_jpeg_reports(self):
+        fitted = self.create_tempdir().full_path
+        config = self.config(
+            data=datasets.DataConfig(self.data, split_seed=1),
+            budget_qualities=(50,),
+            max_trials=4,
+        )
+        summary = fit.run(config, fitted, verbose=False)
+        # The fitted tables are at quality 50 of eval_deepn_jpeg's grid.
+        result = rate_accuracy.run(
+            rate_accuracy.Config(
+                tables=fitted,
+                model=self.model,
+                data=datasets.DataConfig(self.data, split="fit", split_seed=1),
+                qualities=(50,),
+                batch_size=4,
+                bootstrap=0,
+            ),
+            self.create_tempdir().full_path,
+            verbose=False,
+        )
+        budget = summary["budgets"][0]
+        pairs = [
+            (summary["original"], result["curves"]["original"][0]),
+            (budget["jpeg"], result["curves"]["jpeg"][0]),
+            (
+                budget["fitted"][0]["best"],
+                result["curves"]["fit-standard-qf50"][0],
+            ),
+        ]
+        for trial, point in pairs:
+            for key in ("bytes", "top1", "top5"):
+                self.assertEqual(trial[key], point[key], key)
+        self.assertEqual(result["n_images"], summary["n_images"])
+        # Accuracies strictly between 0 and 100: the comparison can fail.
+        for key in ("top1", "top5"):
+            self.assertTrue(any(0 < t[key] < 100 for t, _ in pairs), key)
 
     def test_resume_replays_the_log_and_goes_on(self):
         workdir = self.create_tempdir().full_path
-        config = self.config(families=("standard",), budget_qualities=(30,))
+        config = self.config()
         summary = fit.run(config, workdir, verbose=False)
         logged = read_log(workdir)
 
         # A finished run replays everything: no file written, no model call.
         with (
             mock.patch.object(codec, "encode", wraps=codec.encode) as encode,
-            mock.patch.object(fit.TrialEvaluator, "classify") as classify,
+            mock.patch.object(in_memory.InMemoryImages, "predict") as predict,
         ):
             again = fit.run(config, workdir, resume=True, verbose=False)
         self.assertEqual(encode.call_count, 0)
-        self.assertEqual(classify.call_count, 0)
+        self.assertEqual(predict.call_count, 0)
         self.assertEqual(again["trials_computed"], 0)
         self.assertEqual(again["budgets"], summary["budgets"])
 
@@ -172,9 +233,10 @@ class RunTest(tf.test.TestCase):
             f.writelines(lines[:3] + [lines[3][:20]])
         resumed = fit.run(config, workdir, resume=True, verbose=False)
         self.assertEqual(resumed["trials_computed"], len(logged) - 3)
+        # The same trials with the same results (only "seconds" differ).
         self.assertEqual(
-            resumed["budgets"][0]["fitted"][0]["best"]["key"],
-            summary["budgets"][0]["fitted"][0]["best"]["key"],
+            without_seconds(resumed["budgets"]),
+            without_seconds(summary["budgets"]),
         )
 
         # Without resume the log starts over.
@@ -183,60 +245,48 @@ class RunTest(tf.test.TestCase):
         # A longer search resumes: the logged trials replay, only the new
         # ones are computed. Other settings are refused.
         longer = fit.run(
-            self.config(
-                families=("standard",), budget_qualities=(30,), max_trials=7
-            ),
-            workdir,
-            resume=True,
-            verbose=False,
+            self.config(max_trials=7), workdir, resume=True, verbose=False
         )
         self.assertEqual(longer["trials_computed"], 2)
         with self.assertRaisesRegex(ValueError, "budget_qualities"):
             fit.run(
-                self.config(families=("standard",), budget_qualities=(40,)),
+                self.config(budget_qualities=(40,)),
                 workdir,
                 resume=True,
                 verbose=False,
             )
 
-    def test_evaluator_matches_the_shared_pipeline(self):
-        from compression_helps import evaluate, models
-        from deepn_jpeg import rate_accuracy
-
-        source = datasets.load(self.data, limit=4)
-        classifier = models.load_classifier(self.model)
-        images, labels, _ = fit._load_images(source)
-        evaluator = fit.TrialEvaluator(classifier, images, labels, 2)
-        luma, chroma = tables.standard_qtables(50)
-        files = evaluator.encode(luma * 2, chroma)
-        got = evaluator.classify(files)
-        evaluator.close()
-        predictions, _ = evaluate.predict(
-            classifier,
-            source,
-            [rate_accuracy.table_codec("t", luma * 2, chroma, "4:2:0")],
-            batch_size=2,
-            verbose=False,
-        )
-        self.assertEqual(predictions.sizes[:, 1].sum(), sum(map(len, files)))
-        self.assertAllClose(
-            got["top5"], 100 * np.mean(predictions.ranks[:, 1] <= 5)
-        )
+    @parameterized.named_parameters(
+        ("family", dict(families=("png",)), "family must be one of"),
+        ("no_family", dict(families=()), "no table family"),
+        ("trials", dict(max_trials=0), "max_trials must be >= 1"),
+        ("budget", dict(budget_qualities=(0,)), r"must be in \[1, 100\]"),
+        ("tolerance", dict(budget_tolerance=1.5), "budget_tolerance"),
+        ("tie_weight", dict(tie_weight=-1.0), "tie_weight"),
+        ("subsampling", dict(subsampling="4:1:1"), "subsampling must be"),
+    )
+    def test_bad_settings_fail_in_one_line_before_the_model(
+        self, change, message
+    ):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        with mock.patch.object(models.ModelConfig, "load") as load:
+            with self.assertRaisesRegex(ValueError, message) as e:
+                fit.run(self.config(**change), workdir)
+        self.assertNotIn("\n", str(e.exception))
+        load.assert_not_called()
+        self.assertFalse(os.path.exists(workdir))
 
 
 class ScriptTest(tf.test.TestCase):
-    def run_script(self, *flags):
-        return testing_utils.run_module("experiments.fit_qtable", *flags)
-
     def test_smoke(self):
         data = self.create_tempdir().full_path
         testing_utils.write_image_folder(data, list(range(0, 40, 2)))
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
-        )
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
         workdir = self.create_tempdir().full_path
-        result = self.run_script(
+        result = testing_utils.run_module(
+            "experiments.fit_qtable",
             f"--model={model}",
+            "--weights=none",
             f"--data={data}",
             f"--workdir={workdir}",
             "--families=standard",
@@ -249,13 +299,7 @@ class ScriptTest(tf.test.TestCase):
                 os.path.join(workdir, "qtables_fit-standard-qf80.txt")
             )
         )
-
-    def test_bad_family_is_one_line_error(self):
-        result = self.run_script(
-            f"--workdir={self.create_tempdir().full_path}", "--families=png"
-        )
-        self.assertEqual(result.returncode, 2)
-        self.assertEqual(
-            result.stderr.strip().splitlines()[-1],
-            "error: family must be one of ('plm', 'standard'), got 'png'",
-        )
+        with open(os.path.join(workdir, "config.json")) as f:
+            settings = json.load(f)["settings"]
+        self.assertEqual(settings["data"]["limit"], 16)
+        self.assertEqual(settings["max_trials"], 3)

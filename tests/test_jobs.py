@@ -10,6 +10,7 @@ writes fail (full disk) leaves no half-written file that a later run trusts.
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import resource
 import shutil
@@ -22,7 +23,8 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, models, rundir, runner
+from compression_helps import datasets, files, models, rundir, runner, train
+from deepn_jpeg import design, fit, rate_accuracy, tables
 from tests import testing_utils
 
 NUM_IMAGES = 8
@@ -49,7 +51,10 @@ class Job:
       change: a result-changing setting and its other value.
       outputs: result files compared byte for byte.
       input_file: `fixture -> path` of an input file whose content changes
-        results.
+        results; None: the job reads none.
+      progress: the file (under the workdir) that shows resumable work
+        done: a shard folder, or a log of finished trials.
+      volatile: keys of JSON outputs that may differ (wall times).
     """
 
     name: str
@@ -57,7 +62,9 @@ class Job:
     flags: Callable[[Fixture], list[str]]
     change: dict
     outputs: tuple[str, ...]
-    input_file: Callable[[Fixture], str]
+    input_file: Callable[[Fixture], str] | None
+    progress: str = rundir.SHARD_DIR
+    volatile: tuple[str, ...] = ()
 
 
 def _run_selectors(fixture, workdir, resume=False, **changes):
@@ -69,6 +76,59 @@ def _run_selectors(fixture, workdir, resume=False, **changes):
         shard_size=2,
     )
     return runner.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _design_qtable(fixture, workdir, resume=False, **changes):
+    config = design.Config(
+        data=datasets.DataConfig(fixture.data), per_class=None, shard_size=4
+    )
+    return design.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _eval_deepn_jpeg(fixture, workdir, resume=False, **changes):
+    config = rate_accuracy.Config(
+        tables=fixture.tables,
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        batch_size=2,
+        qualities=(50, 20),
+        shard_size=2,
+        bootstrap=20,
+    )
+    return rate_accuracy.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _fit_qtable(fixture, workdir, resume=False, **changes):
+    config = fit.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data, split="fit"),
+        families=("standard",),
+        budget_qualities=(50,),
+        max_trials=6,
+        batch_size=2,
+    )
+    return fit.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _train_multi_input(fixture, workdir, resume=False, **changes):
+    config = train.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        qualities=(90, 10),
+        num_eval=2,
+        epochs=12,
+        batch_size=2,
+        learning_rate=0.01,
+    )
+    return train.train_and_evaluate(
         dataclasses.replace(config, **changes), workdir, resume, False
     )
 
@@ -89,6 +149,67 @@ JOBS = (
         ("predictions.npz", "report.json", "report.csv"),
         lambda f: f.model,
     ),
+    Job(
+        "design_qtable",
+        _design_qtable,
+        lambda f: [f"--data={f.data}", "--per_class=0", "--shard_size=4"],
+        {"chroma_subsampling": "4:2:0"},
+        ("statistics.json", "qtables_paper.json", "qtables_monotone.txt"),
+        None,
+    ),
+    Job(
+        "eval_deepn_jpeg",
+        _eval_deepn_jpeg,
+        lambda f: [
+            f"--tables={f.tables}",
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--batch_size=2",
+            "--qualities=50,20",
+            "--shard_size=2",
+            "--bootstrap=20",
+        ],
+        {"qualities": (60, 20)},
+        ("predictions.npz", "rate_accuracy.json"),
+        lambda f: f.tables,
+    ),
+    Job(
+        "fit_qtable",
+        _fit_qtable,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--families=standard",
+            "--budget_qualities=50",
+            "--max_trials=6",
+            "--batch_size=2",
+        ],
+        {"tie_weight": 0.5},
+        ("qtables_fit-standard-qf50.json", "qtables_fit-standard-qf50.txt"),
+        lambda f: f.model,
+        progress="trials.jsonl",
+    ),
+    Job(
+        "train_multi_input",
+        _train_multi_input,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--qualities=90,10",
+            "--num_eval=2",
+            "--epochs=12",
+            "--batch_size=2",
+            "--learning_rate=0.01",
+        ],
+        {"learning_rate": 0.02},
+        ("results.json", "metrics.jsonl"),
+        lambda f: f.model,
+        progress="backup/checkpoint.json",
+        volatile=("wall_time_s",),
+    ),
 )
 _PARAMETERS = [(job.name, job) for job in JOBS]
 
@@ -104,8 +225,19 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
         testing_utils.write_image_folder(data, list(range(NUM_IMAGES)))
         folder = self.create_tempdir("inputs").full_path
         model = testing_utils.tiny_model_file(folder)
-        tables = os.path.join(folder, "qtables_mine.json")
-        return Fixture(data, model, tables)
+        tables_file = os.path.join(folder, "qtables_mine.json")
+        tables.save_json(tables_file, *tables.standard_qtables(30))
+        return Fixture(data, model, tables_file)
+
+    def assert_same_outputs(self, job, workdir, reference):
+        for name in job.outputs:
+            got = _read(os.path.join(workdir, name))
+            want = _read(os.path.join(reference, name))
+            if job.volatile and name.endswith(".json"):  # But wall times.
+                got, want = (
+                    _without(json.loads(x), job.volatile) for x in (got, want)
+                )
+            self.assertEqual(got, want, name)
 
     def assert_refused(self, job, fixture, workdir, pattern, **changes):
         with self.assertRaisesRegex(ValueError, pattern) as raised:
@@ -124,37 +256,45 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_PARAMETERS)
     def test_resume_after_the_data_changed_is_refused(self, job):
-        def add(path):
-            shutil.copy(path, path.replace(".JPEG", "_copy.JPEG"))
+        fixture = self.make_fixture()
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        job.run(fixture, workdir)
+        path = os.path.join(fixture.data, sorted(os.listdir(fixture.data))[0])
+        kept = os.path.join(self.create_tempdir().full_path, "kept.JPEG")
+        shutil.copy2(path, kept)  # Content and modification time.
+        copy = path.replace(".JPEG", "_copy.JPEG")
 
-        def replace(path):
+        def replace():
+            image = testing_utils.random_image(seed=99)
             with open(path, "wb") as f:
-                f.write(
-                    testing_utils.jpeg_bytes(
-                        testing_utils.random_image(seed=99)
-                    )
-                )
+                f.write(testing_utils.jpeg_bytes(image))
 
-        for what, change in (
-            ("added", add),
-            ("removed", os.remove),
-            ("replaced", replace),
-        ):
+        changes = {
+            "added": (lambda: shutil.copy(path, copy), lambda: os.remove(copy)),
+            "removed": (lambda: os.remove(path), lambda: None),
+            "replaced": (replace, lambda: None),
+        }
+        for what, (change, undo) in changes.items():
             with self.subTest(what):
-                fixture = self.make_fixture()
-                workdir = os.path.join(self.create_tempdir().full_path, "r")
-                job.run(fixture, workdir)
-                change(os.path.join(fixture.data, os.listdir(fixture.data)[0]))
+                change()
                 self.assert_refused(job, fixture, workdir, "data changed")
+                undo()
+                shutil.copy2(kept, path)
+        job.run(fixture, workdir, True)  # As it was: resumable again.
 
     @parameterized.named_parameters(*_PARAMETERS)
     def test_resume_after_an_input_file_changed_is_refused(self, job):
         fixture = self.make_fixture()
         workdir = os.path.join(self.create_tempdir().full_path, "run")
+        if job.input_file is None:
+            self.skipTest(f"{job.name} reads no input file")
         job.run(fixture, workdir)
         path = job.input_file(fixture)
-        folder = self.create_tempdir().full_path
-        shutil.copy(testing_utils.tiny_model_file(folder, seed=1), path)
+        if path == fixture.tables:
+            tables.save_json(path, *tables.standard_qtables(31))
+        else:
+            folder = self.create_tempdir().full_path
+            shutil.copy(testing_utils.tiny_model_file(folder, seed=1), path)
         self.assert_refused(job, fixture, workdir, "input files changed")
 
     @parameterized.named_parameters(*_PARAMETERS)
@@ -183,6 +323,7 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
         # A file a user puts into a run folder survives a fresh run there.
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         job.run(fixture, workdir)
+        os.makedirs(os.path.join(workdir, "shards"), exist_ok=True)
         for name in ("notes.txt", "shards/mine.txt"):
             with open(os.path.join(workdir, name), "w") as f:
                 f.write("mine")
@@ -214,19 +355,26 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
             with self.assertRaises(OSError) as raised:
                 job.run(fixture, workdir)
         self.assertIn(raised.exception.errno, (errno.EFBIG, errno.ENOSPC))
-        for root, _, files in os.walk(workdir):
-            for name in files:
+        # Every file left is whole: empty only where the full run's is,
+        # readable whatever its kind.
+        for root, _, names in os.walk(workdir):
+            for name in names:
                 path = os.path.join(root, name)
-                self.assertFalse(
-                    name != ".lock" and os.path.getsize(path) == 0, path
-                )
+                twin = os.path.join(full, os.path.relpath(path, workdir))
+                if os.path.getsize(path) == 0 and name != ".lock":
+                    self.assertEqual(os.path.getsize(twin), 0, path)
+                if name.endswith(".json"):
+                    files.read_json(path)
+                elif name.endswith(".npz"):
+                    files.read_npz(path)
+                elif name.endswith(".jsonl"):
+                    # Logs append whole lines; a line the failure cut short
+                    # (no newline) is dropped by the next run.
+                    data = _read(path)
+                    for line in data[: data.rfind(b"\n") + 1].splitlines():
+                        json.loads(line)
         job.run(fixture, workdir, True)
-        for name in job.outputs:
-            self.assertEqual(
-                _read(os.path.join(workdir, name)),
-                _read(os.path.join(full, name)),
-                name,
-            )
+        self.assert_same_outputs(job, workdir, full)
 
     @parameterized.named_parameters(*_PARAMETERS)
     def test_killed_run_resumes_to_identical_outputs(self, job):
@@ -236,28 +384,32 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
         killed = os.path.join(self.create_tempdir().full_path, "killed")
         flags = [*job.flags(fixture), f"--workdir={killed}"]
         process = _start_script(job.name, *flags)
-        shards = os.path.join(killed, rundir.SHARD_DIR)
+        progress = os.path.join(killed, job.progress)
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
-            if os.path.isdir(shards) and os.listdir(shards):
+            if _has_work(progress):
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        self.assertNotEmpty(os.listdir(shards), "killed before any shard")
+        self.assertTrue(_has_work(progress), "killed before any work")
         self.assertFalse(
             os.path.exists(os.path.join(killed, job.outputs[0])),
             "killed too late to test resuming",
         )
-        process = _start_script(job.name, *flags, "--resume")
-        _, err = process.communicate(timeout=300)
-        self.assertEqual(process.returncode, 0, err)
-        for name in job.outputs:
-            self.assertEqual(
-                _read(os.path.join(killed, name)),
-                _read(os.path.join(full, name)),
-                name,
-            )
+        job.run(fixture, killed, True)  # The same code as the script's.
+        self.assert_same_outputs(job, killed, full)
+
+
+def _without(value, keys):
+    return {k: v for k, v in value.items() if k not in keys}
+
+
+def _has_work(path):
+    """A non-empty shard folder, or a log with a finished line."""
+    if os.path.isdir(path):
+        return bool(os.listdir(path))
+    return os.path.exists(path) and b"\n" in _read(path)
 
 
 def _start_script(name, *flags):

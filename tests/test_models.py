@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -7,16 +8,6 @@ from absl.testing import parameterized
 
 from compression_helps import models
 from tests import testing_utils
-
-
-def tiny_classifier_file(path, image_size=16, num_classes=1000):
-    inputs = keras.Input((image_size, image_size, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
-    keras.Model(inputs, outputs).save(path)
-    return path
 
 
 class RegistryTest(tf.test.TestCase, parameterized.TestCase):
@@ -31,7 +22,7 @@ class RegistryTest(tf.test.TestCase, parameterized.TestCase):
         classifier = models.load_classifier("resnet50v2", None, image_size=299)
         self.assertEqual(classifier.model.input_shape, (None, 299, 299, 3))
         image = tf.zeros([400, 300, 3], tf.uint8)
-        self.assertEqual(classifier.preprocess(image).shape, [299, 299, 3])
+        self.assertEqual(classifier.resize(image).shape, [299, 299, 3])
 
     def test_unknown_model_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, "unknown model 'vgg99'"):
@@ -68,13 +59,35 @@ class RegistryTest(tf.test.TestCase, parameterized.TestCase):
             models.load_classifier("resnet50v2", path, 32)
 
     def test_model_file(self):
-        path = tiny_classifier_file(
-            self.create_tempdir().full_path + "/tiny.keras"
-        )
+        path = testing_utils.tiny_model_file(self.create_tempdir().full_path)
         classifier = models.load_classifier(path)
         self.assertEqual(classifier.image_size, 16)
         probs = classifier.model(np.zeros([2, 16, 16, 3], np.float32))
         self.assertAllClose(tf.reduce_sum(probs, -1), [1.0, 1.0])
+
+    def test_missing_model_file(self):
+        with self.assertRaisesRegex(ValueError, "model file not found"):
+            models.load_classifier("/nowhere/m.keras")
+
+
+class ModelConfigTest(tf.test.TestCase):
+    def test_model_and_weights_files_are_inputs_registry_names_not(self):
+        folder = self.create_tempdir().full_path
+        path = testing_utils.tiny_model_file(folder)
+        weights = os.path.join(folder, "w.weights.h5")
+        with open(weights, "wb") as f:
+            f.write(b"x")
+        self.assertEqual(models.ModelConfig(path, None).input_files(), [path])
+        self.assertEqual(
+            models.ModelConfig("resnet50v2", weights).input_files(), [weights]
+        )
+        self.assertEmpty(models.ModelConfig("resnet50v2").input_files())
+
+    def test_load_builds_the_classifier(self):
+        path = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        classifier = models.ModelConfig(path, None).load()
+        self.assertEqual(classifier.name, path)
+        self.assertEqual(classifier.image_size, 16)
 
 
 class CenterCropTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,22 +1,11 @@
-import dataclasses
-import glob
-import json
 import os
-from unittest import mock
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import (
-    candidates,
-    datasets,
-    models,
-    multi_input,
-    train,
-    workdir,
-)
+from compression_helps import candidates, datasets, models, multi_input
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -48,28 +37,12 @@ def tiny_classifier_file(folder, num_classes=1000, seed=0):
 
 
 def random_inputs(size, batch=2, names=NAMES, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        name: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        for name in names
-    }
+    return testing_utils.random_uint8_inputs(size, names, batch, seed)
 
 
 def backbone_probabilities(classifier, images_uint8):
     pixels = classifier.preprocess_input(tf.cast(images_uint8, tf.float32))
     return classifier.model(pixels, training=False)
-
-
-def start_data_service(num_workers=1):
-    """A local tf.data service: its dispatcher and workers (keep them alive)."""
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer()
-    address = dispatcher.target.split("://")[1]
-    workers = [
-        service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
-        for _ in range(num_workers)
-    ]
-    return dispatcher, workers
 
 
 def image_folder(test, num_images=6):
@@ -358,99 +331,14 @@ class DataTest(tf.test.TestCase):
         self.assertCountEqual(labels(3), [0, 2, 4, 6, 8, 10])
 
 
-class FeaturesTest(tf.test.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.classifier = models.load_classifier(
-            tiny_classifier_file(self.create_tempdir().full_path)
-        )
-        self.model = multi_input.build_multi_input_model(
-            self.classifier, QUALITIES
-        )
-        self.source = datasets.load(image_folder(self, 5))
-
-    def test_head_on_cached_features_equals_the_full_model(self):
-        path = os.path.join(self.create_tempdir().full_path, "features.npz")
-        cached = multi_input.cache_features(
-            path,
-            self.model,
-            self.source.dataset,
-            self.classifier.resize,
-            QUALITIES,
-            batch_size=2,
-        )
-        self.assertEqual(cached["features"].shape, (5, 3, 8))
-        self.assertAllEqual(cached["labels"], [0, 2, 4, 6, 8])
-        self.assertAllEqual(cached["index"], range(5))
-        self.assertEqual(
-            cached["ids"].tolist(),
-            [f"{datasets.wnids()[2 * i]}_{i}.JPEG" for i in range(5)],
-        )
-        # Train the head a bit so that every slice matters, then compare.
-        head = self.model.get_layer("head")
-        multi_input.init_head(head, head_init="random", seed=0)
-        full = np.concatenate(
-            [
-                self.model.predict_on_batch(inputs)
-                for inputs, _ in multi_input.make_dataset(
-                    self.source.dataset, self.classifier.resize, QUALITIES, 2
-                )
-            ]
-        )
-        self.assertAllClose(
-            head.predict_on_batch(cached["features"]), full, atol=1e-5
-        )
-
-    def test_cache_is_reused_only_for_the_same_key(self):
-        path = os.path.join(self.create_tempdir().full_path, "features.npz")
-        args = (self.classifier.resize, QUALITIES, 2)
-        first = multi_input.cache_features(
-            path, self.model, self.source.dataset, *args, key={"data": "a"}
-        )
-        # An empty data set: only the cache can give the same arrays.
-        empty = self.source.dataset.take(0)
-        again = multi_input.cache_features(
-            path, self.model, empty, *args, key={"data": "a"}
-        )
-        for name in first:
-            self.assertAllEqual(again[name], first[name])
-        # Another key: stale, computed again (here: from no images).
-        other = multi_input.cache_features(
-            path, self.model, empty, *args, key={"data": "b"}
-        )
-        self.assertEqual(other["features"].shape, (0, 3, 8))
-        self.assertEqual(other["ids"].shape, (0,))
-
-    def test_data_service_gives_the_same_features_in_index_order(self):
-        dispatcher, _workers = start_data_service(2)  # Alive to the end.
-        args = (self.model, self.source.dataset, self.classifier.resize)
-        local = multi_input.compute_features(*args, QUALITIES, 2, verbose=False)
-        remote = multi_input.compute_features(
-            *args, QUALITIES, 2, data_service=dispatcher.target, verbose=False
-        )
-        self.assertAllClose(remote["features"], local["features"], atol=1e-5)
-        for name in ("labels", "index", "ids"):
-            self.assertAllEqual(remote[name], local[name])
-
-    def test_trainable_backbone_cannot_be_cached(self):
-        model = multi_input.build_multi_input_model(
-            self.classifier, QUALITIES, trainable=True
-        )
-        path = os.path.join(self.create_tempdir().full_path, "features.npz")
-        with self.assertRaisesRegex(ValueError, "frozen"):
-            multi_input.cache_features(
-                path, model, self.source.dataset, self.classifier.resize
-            )
-
-
-class TrainTest(tf.test.TestCase, parameterized.TestCase):
+class OneStepTest(tf.test.TestCase):
     def test_one_step_trains_only_the_head(self):
         classifier = models.load_classifier(
             tiny_classifier_file(self.create_tempdir().full_path)
         )
         model = multi_input.build_multi_input_model(classifier, QUALITIES)
         model.compile(
-            optimizer=train.make_optimizer("sgd", 0.1),
+            optimizer=keras.optimizers.SGD(0.1),
             loss="sparse_categorical_crossentropy",
         )
         backbone = [w.numpy() for w in model.get_layer("backbone").weights]
@@ -473,309 +361,6 @@ class TrainTest(tf.test.TestCase, parameterized.TestCase):
             )
         ]
         self.assertAllEqual(changed, [True, True])
-
-    @parameterized.named_parameters(
-        ("fraction", None, 0.2, 2), ("count", 3, 0.2, 3), ("one", 1, 0.0, 1)
-    )
-    def test_split_by_image(self, num_eval, eval_fraction, expected):
-        is_eval = train.split_by_image(10, num_eval, eval_fraction, seed=1)
-        self.assertEqual(is_eval.dtype, bool)
-        self.assertEqual(is_eval.sum(), expected)
-        self.assertAllEqual(
-            is_eval, train.split_by_image(10, num_eval, eval_fraction, seed=1)
-        )
-
-    @parameterized.named_parameters(("none", 0), ("all", 10), ("more", 11))
-    def test_split_without_train_or_eval_images_raises(self, num_eval):
-        with self.assertRaises(ValueError):
-            train.split_by_image(10, num_eval)
-
-    def test_unknown_optimizer_and_strategy_raise(self):
-        with self.assertRaisesRegex(ValueError, "optimizer"):
-            train.make_optimizer("rmsprop", 0.1)
-        with self.assertRaisesRegex(ValueError, "strategy"):
-            train.make_strategy("horovod")
-
-
-class ExportTest(tf.test.TestCase):
-    def _export(self):
-        classifier = models.load_classifier(
-            tiny_classifier_file(self.create_tempdir().full_path),
-        )
-        model = multi_input.build_multi_input_model(
-            classifier, QUALITIES, head_init="random", seed=0
-        )
-        export_dir = os.path.join(self.create_tempdir().full_path, "saved")
-        multi_input.export_saved_model(
-            model, classifier.resize, export_dir, QUALITIES
-        )
-        return model, classifier, tf.saved_model.load(export_dir)
-
-    def _assert_bytes_signature_matches(self, model, classifier, loaded, files):
-        image_bytes = tf.constant(files)
-        # What the training and evaluation pipeline feeds the model.
-        dataset = multi_input.make_dataset(
-            tf.data.Dataset.from_tensor_slices(
-                {
-                    "image_bytes": image_bytes,
-                    "label": tf.zeros(len(files), tf.int32),
-                }
-            ),
-            classifier.resize,
-            QUALITIES,
-            batch_size=len(files),
-        )
-        want = model.predict_on_batch(next(iter(dataset))[0])
-        self.assertAllClose(loaded.serve_bytes(image_bytes), want, atol=1e-6)
-        outputs = loaded.signatures["serve_bytes"](image_bytes=image_bytes)
-        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
-
-    def test_both_signatures_match_the_keras_model(self):
-        model, classifier, loaded = self._export()
-        self.assertCountEqual(
-            loaded.signatures.keys(),
-            ["serving_default", "serve", "serve_bytes"],
-        )
-        inputs = random_inputs(TINY_SIZE, batch=3)
-        want = model.predict_on_batch(inputs)
-        self.assertAllClose(loaded.serve(inputs), want, atol=1e-6)
-        outputs = loaded.signatures["serving_default"](
-            **{k: tf.constant(v) for k, v in inputs.items()}
-        )
-        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
-        # Images of different sizes in one batch.
-        files = [
-            testing_utils.jpeg_bytes(
-                testing_utils.random_image(24 + 8 * i, 40, seed=i)
-            )
-            for i in range(3)
-        ]
-        self._assert_bytes_signature_matches(model, classifier, loaded, files)
-
-    def test_bytes_signature_on_real_jpegs(self):
-        if not testing_utils.has_samples():
-            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
-        model, classifier, loaded = self._export()
-        files = [
-            tf.io.read_file(path).numpy()
-            for path in testing_utils.sample_paths(4)
-        ]
-        self._assert_bytes_signature_matches(model, classifier, loaded, files)
-
-
-def run_module(module, *flags):
-    return testing_utils.run_module(module, *flags, timeout=600)
-
-
-class _Interrupted(Exception):
-    pass
-
-
-class _InterruptAt(keras.callbacks.Callback):
-    """Fails like a killed job when an epoch starts."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupted(f"interrupted before epoch {epoch + 1}")
-
-
-class _RecordFirstEpoch(keras.callbacks.Callback):
-    """The weights the first epoch this `fit` runs starts from."""
-
-    def __init__(self):
-        super().__init__()
-        self.start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.start is None:
-            self.start = (epoch, [w.numpy() for w in self.model.weights])
-
-
-def adding_callbacks(*extra):
-    original = train._callbacks
-    return mock.patch.object(
-        train, "_callbacks", lambda *args: original(*args) + list(extra)
-    )
-
-
-def summary_tags(log_dir):
-    tags = set()
-    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
-
-
-class TrainAndEvaluateTest(tf.test.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.config = train.Config(
-            model=tiny_classifier_file(self.create_tempdir().full_path),
-            data=image_folder(self, 6),
-            qualities=QUALITIES,
-            num_eval=2,
-            batch_size=2,
-            learning_rate=0.01,
-        )
-
-    def test_interrupted_training_resumes_from_its_checkpoint(self):
-        workdir = self.create_tempdir().full_path
-        # The reference: one uninterrupted epoch.
-        reference = self.create_tempdir().full_path
-        config = dataclasses.replace(self.config, epochs=1)
-        train.train_and_evaluate(config, reference, verbose=False)
-        after_epoch_1 = keras.saving.load_model(
-            os.path.join(reference, "model.keras")
-        ).get_layer("head")
-
-        config = dataclasses.replace(self.config, epochs=3)
-        with adding_callbacks(_InterruptAt(1)):
-            with self.assertRaises(_Interrupted):
-                train.train_and_evaluate(config, workdir, verbose=False)
-        self.assertFalse(os.path.exists(os.path.join(workdir, "results.json")))
-
-        record = _RecordFirstEpoch()
-        with adding_callbacks(record):
-            results = train.train_and_evaluate(
-                config, workdir, resume=True, verbose=False
-            )
-        # Epoch 2 starts from epoch 1's checkpoint, not from scratch.
-        epoch, weights = record.start
-        self.assertEqual(epoch, 1)
-        for got, want in zip(weights, after_epoch_1.weights, strict=True):
-            self.assertAllClose(got, want, atol=1e-6)
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            epochs = [json.loads(line)["epoch"] for line in f]
-        self.assertEqual(epochs, [1, 2, 3])
-        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
-        for split in ("train", "validation"):
-            self.assertContainsSubset(
-                {"epoch_loss", "epoch_top1", "epoch_top5"},
-                summary_tags(os.path.join(workdir, "logs", split)),
-            )
-
-    def test_resume_refuses_other_settings_but_allows_more_epochs(self):
-        workdir = self.create_tempdir().full_path
-        config = dataclasses.replace(self.config, epochs=1)
-        train.train_and_evaluate(config, workdir, verbose=False)
-        changed = dataclasses.replace(config, learning_rate=0.5)
-        with self.assertRaisesRegex(ValueError, "learning_rate"):
-            train.train_and_evaluate(
-                changed, workdir, resume=True, verbose=False
-            )
-        # Without resume: a fresh run (its own metrics only).
-        train.train_and_evaluate(changed, workdir, verbose=False)
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            self.assertLen(f.readlines(), 1)
-
-    def test_trains_on_images_through_the_data_service(self):
-        dispatcher, _workers = start_data_service()  # Alive to the end.
-        workdir = self.create_tempdir().full_path
-        config = dataclasses.replace(
-            self.config,
-            epochs=1,
-            cache_features=False,
-            data_service=dispatcher.target,
-        )
-        results = train.train_and_evaluate(config, workdir, verbose=False)
-        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
-        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            self.assertLen(f.readlines(), 1)
-
-    def test_resume_may_change_only_the_allowed_fields(self):
-        folder = self.create_tempdir().full_path
-        workdir.write_config(folder, self.config)
-        more_epochs = dataclasses.replace(self.config, epochs=20)
-        workdir.write_config(
-            folder, more_epochs, resume=True, may_change=("epochs",)
-        )
-        with self.assertRaisesRegex(ValueError, "epochs"):
-            workdir.write_config(folder, self.config, resume=True)
-
-
-class ScriptsTest(tf.test.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.model_file = tiny_classifier_file(self.create_tempdir().full_path)
-        self.common = [
-            f"--model={self.model_file}",
-            f"--data={image_folder(self, 6)}",
-            "--qualities=90,10",
-            "--num_eval=2",
-            "--batch_size=4",
-        ]
-
-    def _train(self, workdir, *flags):
-        return run_module(
-            "experiments.train_multi_input",
-            *self.common,
-            f"--workdir={workdir}",
-            *flags,
-        )
-
-    def _train_one_epoch(self, workdir, *flags):
-        """Trains, checks the exit status and returns results.json."""
-        result = self._train(workdir, "--epochs=1", *flags)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        with open(os.path.join(workdir, "results.json")) as f:
-            return json.load(f)
-
-    def test_train_then_export(self):
-        workdir = self.create_tempdir().full_path
-        results = self._train_one_epoch(workdir)
-        for name in ("config.json", "features.npz", "model.keras"):
-            self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
-        self.assertEqual(results["inputs"], list(NAMES))
-        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
-        for model in ("backbone", "multi_input"):
-            self.assertAllInRange(list(results[model].values()), 0.0, 1.0)
-
-        # Other settings with --resume: one line, exit status 2.
-        result = self._train(workdir, "--learning_rate=0.5", "--resume")
-        self.assertEqual(result.returncode, 2)
-        self.assertRegex(result.stderr.strip().splitlines()[-1], "^error: ")
-        self.assertIn("learning_rate", result.stderr)
-
-        export_dir = os.path.join(workdir, "exported")
-        result = run_module(
-            "experiments.export_savedmodel",
-            f"--workdir={workdir}",
-            f"--export_dir={export_dir}",
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        loaded = tf.saved_model.load(export_dir)
-        model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
-        inputs = random_inputs(TINY_SIZE, batch=2)
-        self.assertAllClose(
-            loaded.serve(inputs), model.predict_on_batch(inputs), atol=1e-6
-        )
-
-    def test_export_without_a_trained_model_is_a_usage_error(self):
-        result = run_module(
-            "experiments.export_savedmodel",
-            f"--workdir={self.create_tempdir().full_path}",
-        )
-        self.assertEqual(result.returncode, 2)
-        self.assertRegex(
-            result.stderr.strip().splitlines()[-1], "^error: .*no trained model"
-        )
-
-    def test_mirrored_on_two_cpu_devices_trains_the_full_model(self):
-        workdir = self.create_tempdir().full_path
-        results = self._train_one_epoch(
-            workdir,
-            "--strategy=mirrored",
-            "--num_cpu_devices=2",
-            "--nocache_features",
-        )
-        self.assertEqual(results["num_replicas"], 2)
-        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
-        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
 
 
 if __name__ == "__main__":

@@ -1,109 +1,52 @@
+import dataclasses
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+from absl.testing import parameterized
 
-from compression_helps import datasets, evaluate
-from deepn_jpeg import rate_accuracy, tables
+from compression_helps import datasets, evaluate, models, splits
+from deepn_jpeg import rate_accuracy, report, tables
 from tests import testing_utils
-from tests.test_models import tiny_classifier_file
 
 
-def point(nbytes, top1):
-    return {"bytes": nbytes, "top1": top1}
+def write_tables(folder, name="paper", factor=2):
+    luma, chroma = tables.standard_qtables(50)
+    path = os.path.join(folder, f"qtables_{name}.json")
+    tables.save_json(
+        path, np.minimum(luma * factor, 255), np.minimum(chroma * factor, 255)
+    )
+    return path
 
 
-class BytesAtTop1Test(tf.test.TestCase):
-    def test_interpolates_between_the_bracketing_points(self):
-        curve = [point(100, 60.0), point(200, 70.0), point(400, 80.0)]
-        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 75.0), 300.0)
-        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 70.0), 200.0)
-
-    def test_first_crossing_from_small_files_counts(self):
-        curve = [point(100, 60.0), point(200, 81.0), point(300, 79.0)]
-        self.assertAlmostEqual(rate_accuracy.bytes_at_top1(curve, 70.5), 150.0)
-
-    def test_outside_the_measured_range_is_none(self):
-        curve = [point(100, 60.0), point(200, 70.0)]
-        self.assertIsNone(rate_accuracy.bytes_at_top1(curve, 75.0))
-        self.assertIsNone(rate_accuracy.bytes_at_top1(curve, 50.0))
-
-    def test_gain_is_jpeg_bytes_over_curve_bytes(self):
-        curves = {
-            "original": [point(1000, 80.0)],
-            "jpeg": [point(100, 70.0), point(300, 80.0)],
-            "paper": [point(50, 70.0), point(150, 80.0)],
-        }
-        gains = rate_accuracy.gains(curves, 80.0)
-        self.assertLen(gains, len(rate_accuracy.GAIN_DROPS))
-        self.assertEqual(gains[0]["curve"], "paper")
-        self.assertAlmostEqual(gains[0]["gain"], 2.0)
-        self.assertAlmostEqual(gains[1]["target_top1"], 79.5)
-        self.assertAlmostEqual(gains[1]["gain"], 290.0 / 145.0)
-
-
-class GainIntervalsTest(tf.test.TestCase):
-    def test_same_accuracy_at_half_the_bytes_is_2x_in_every_resample(self):
-        rng = np.random.default_rng(0)
-        n = 40
-        jpeg_ranks = rng.integers(1, 3, [n, 2])  # Ranks 1 or 2.
-        jpeg_ranks[:, 0] = 1  # Quality 90: every image right.
-        jpeg_sizes = rng.integers(1000, 2000, [n, 2])
-        jpeg_sizes[:, 0] *= 3
-        ranks = np.concatenate([np.ones([n, 1]), jpeg_ranks, jpeg_ranks], 1)
-        sizes = np.concatenate(
-            [jpeg_sizes[:, :1] * 2, jpeg_sizes, jpeg_sizes // 2], 1
+class RunTest(tf.test.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(self.data, [0, 3, 5, 9, 1, 2, 7, 8])
+        self.design = self.create_tempdir().full_path
+        self.tables_file = write_tables(self.design)
+        self.model = testing_utils.tiny_model_file(
+            self.create_tempdir().full_path, num_classes=10
         )
-        predictions = evaluate.Predictions(
-            ranks=ranks.astype(np.int32),
-            sizes=sizes.astype(np.int64),
-            topk=np.zeros([n, 5, 5], np.int32),
-            topk_probs=np.zeros([n, 5, 5], np.float32),
-            labels=np.zeros([n], np.int32),
-            qualities=np.array([0, -1, -1, -1, -1], np.int32),
-            ids=np.array([str(i) for i in range(n)]),
-            names=np.array(
-                ["original", "jpeg_q90", "jpeg_q10", "paper_q90", "paper_q10"]
-            ),
-            num_pixels=np.full([n], 100, np.int64),
-        )
-        intervals = rate_accuracy.gain_intervals(predictions, (0.0, 10.0), 50)
-        self.assertEqual(set(intervals), {("paper", 0.0), ("paper", 10.0)})
-        # Sizes halve up to rounding: the gain is 2 in every resample.
-        for interval in intervals.values():
-            self.assertAllClose(
-                [interval["low"], interval["high"]], [2.0, 2.0], atol=0.01
-            )
-            self.assertEqual(interval["defined"], 1.0)
 
-
-class RunTest(tf.test.TestCase):
-    def test_tiny_end_to_end_on_the_heldout_half(self):
-        data = self.create_tempdir().full_path
-        testing_utils.write_image_folder(data, [0, 3, 5, 9, 11, 12, 20, 30])
-        design = self.create_tempdir().full_path
-        luma, chroma = tables.standard_qtables(50)
-        tables.save_json(
-            os.path.join(design, "qtables_paper.json"),
-            luma * 2,
-            np.minimum(chroma * 2, 255),
-        )
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
-        )
-        workdir = self.create_tempdir().full_path
-        config = rate_accuracy.Config(
-            tables=design,
-            model=model,
-            data=data,
-            split="heldout",
-            split_seed=3,
+    def config(self, **kwargs):
+        defaults = dict(
+            tables=self.design,
+            model=models.ModelConfig(self.model, weights=None),
+            data=datasets.DataConfig(self.data, split="heldout", split_seed=3),
             qualities=(90, 50, 10),
             batch_size=2,
-            diagnostics=("paper",),
-            gain_drops=(0.0, 2.0),
-            bootstrap=20,
+            bootstrap=0,
+        )
+        return rate_accuracy.Config(**{**defaults, **kwargs})
+
+    def test_tiny_end_to_end_on_the_heldout_half(self):
+        workdir = self.create_tempdir().full_path
+        config = self.config(
+            diagnostics=("paper",), gain_drops=(0.0, 2.0), bootstrap=20
         )
         result = rate_accuracy.run(config, workdir, verbose=False)
         self.assertEqual(
@@ -130,21 +73,77 @@ class RunTest(tf.test.TestCase):
         predictions = evaluate.Predictions.load(
             os.path.join(workdir, "predictions.npz")
         )
-        heldout = datasets.split(datasets.load(data), "heldout", 3)
+        heldout = splits.split(datasets.load(self.data), "heldout", 3)
         self.assertAllEqual(
             predictions.ids,
             [e["id"].decode() for e in heldout.dataset.as_numpy_iterator()],
         )
         self.assertIn("paper_q50", predictions.names.tolist())
+        self.assertEqual(predictions.curves[0], "original")
         with open(os.path.join(workdir, "rate_accuracy.json")) as f:
             self.assertEqual(json.load(f)["n_images"], 4)
         self.assertTrue(
             os.path.exists(os.path.join(workdir, "rate_accuracy.png"))
         )
-        self.assertIn("| paper-luma |", rate_accuracy.to_text(result))
+        self.assertTrue(os.path.exists(os.path.join(workdir, "errors.jsonl")))
+        self.assertIn("| paper-luma |", report.rate_accuracy_text(result))
+
+    def test_resume_refuses_a_new_tables_file_in_the_folder(self):
+        workdir = self.create_tempdir().full_path
+        rate_accuracy.run(self.config(), workdir, verbose=False)
+        write_tables(self.design, "other")
+        with self.assertRaisesRegex(ValueError, "input files changed"):
+            rate_accuracy.run(self.config(), workdir, True, verbose=False)
+
+    @parameterized.named_parameters(
+        ("subsampling", dict(subsampling="4:1:1"), "subsampling must be"),
+        ("bootstrap", dict(bootstrap=-1), "bootstrap must be >= 0"),
+        ("drops", dict(gain_drops=(1.0, 1.0)), "gain_drops must be"),
+        ("nan_drop", dict(gain_drops=(float("nan"),)), "gain_drops must be"),
+        ("no_drops", dict(gain_drops=()), "gain_drops is empty"),
+        ("quality", dict(qualities=(90, 101)), r"qualities must be in \[1"),
+        ("repeated", dict(qualities=(50, 50)), "repeated JPEG qualities"),
+        ("diagnostics", dict(diagnostics=("nope",)), "not table sets"),
+        ("batch", dict(batch_size=0), "batch_size must be >= 1"),
+        ("no_tables", dict(tables=()), "no tables given"),
+        ("missing", dict(tables="/nonexistent/t"), "/nonexistent/t: no such"),
+    )
+    def test_bad_settings_fail_in_one_line_before_the_model(
+        self, change, message
+    ):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        with mock.patch.object(models.ModelConfig, "load") as load:
+            with self.assertRaisesRegex((ValueError, OSError), message) as e:
+                rate_accuracy.run(self.config(**change), workdir)
+        self.assertNotIn("\n", str(e.exception))
+        load.assert_not_called()
+        self.assertFalse(os.path.exists(workdir))
+
+    @parameterized.named_parameters(
+        ("not_json", "{luma: "),
+        ("bad_step", None),
+        ("not_tables", '{"format": "other"}'),
+    )
+    def test_bad_tables_file_fails_in_one_line_before_the_model(self, text):
+        if text is None:
+            luma, chroma = tables.standard_qtables(50)
+            document = json.loads(tables.to_json(luma, chroma))
+            document["luma"][0][0] = 0
+            text = json.dumps(document)
+        with open(self.tables_file, "w") as f:
+            f.write(text)
+        with mock.patch.object(models.ModelConfig, "load") as load:
+            with self.assertRaisesRegex(
+                ValueError, f"^{self.tables_file}: not a valid tables file"
+            ) as e:
+                rate_accuracy.run(
+                    self.config(), self.create_tempdir().full_path
+                )
+        self.assertNotIn("\n", str(e.exception))
+        load.assert_not_called()
 
 
-class DiagnosticsTest(tf.test.TestCase):
+class TablesTest(tf.test.TestCase):
     def test_diagnostic_curves_mix_the_tables(self):
         luma = np.full([8, 8], 7, np.int32)
         chroma = np.full([8, 8], 200, np.int32)
@@ -163,34 +162,55 @@ class DiagnosticsTest(tf.test.TestCase):
         self.assertAllEqual(result["jpeg-chromascale"][0], fixed_luma)
         self.assertAllEqual(result["jpeg-chromascale"][1], std_chroma)
 
-    def test_unknown_diagnostics_name_is_an_error(self):
-        with self.assertRaisesRegex(ValueError, "not table sets"):
-            rate_accuracy.curve_tables({}, 50, ("paper",))
-
     def test_folders_give_every_tables_file_paper_first(self):
         folder = self.create_tempdir().full_path
-        luma, chroma = tables.standard_qtables(50)
         for name in ("fit-plm-qf50", "monotone", "paper"):
-            tables.save_json(
-                os.path.join(folder, f"qtables_{name}.json"), luma, chroma
-            )
+            write_tables(folder, name)
         found = rate_accuracy.load_tablesets(folder)
         self.assertEqual(list(found), ["paper", "monotone", "fit-plm-qf50"])
         with self.assertRaisesRegex(ValueError, "two table sets"):
             rate_accuracy.load_tablesets((folder, folder))
         with self.assertRaisesRegex(FileNotFoundError, "no such"):
             rate_accuracy.load_tablesets(folder + "/missing")
+        write_tables(folder, "jpeg")
+        with self.assertRaisesRegex(ValueError, "'jpeg' is reserved"):
+            rate_accuracy.load_tablesets(folder)
+
+    def test_table_codec_names_its_curve_and_quality(self):
+        luma, chroma = tables.standard_qtables(30)
+        table_codec = rate_accuracy.table_codec("paper", 30, luma, chroma)
+        self.assertEqual(table_codec.name, "paper_q30")
+        self.assertEqual(
+            (table_codec.curve, table_codec.quality), ("paper", 30)
+        )
+        jpeg = table_codec.encode(testing_utils.random_image())
+        self.assertEqual(jpeg.dtype, tf.string)
 
 
 class ScriptTest(tf.test.TestCase):
-    def test_missing_tables_is_one_line_error(self):
+    def test_smoke(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, [0, 1, 2])
+        design = self.create_tempdir().full_path
+        write_tables(design)
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        workdir = self.create_tempdir().full_path
         result = testing_utils.run_module(
             "experiments.eval_deepn_jpeg",
-            "--tables=/nonexistent/tables",
-            f"--workdir={self.create_tempdir().full_path}",
+            f"--tables={design}",
+            f"--model={model}",
+            "--weights=none",
+            f"--data={data}",
+            f"--workdir={workdir}",
+            "--qualities=50,10",
+            "--bootstrap=0",
         )
-        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("| paper | 50 |", result.stdout)
+        with open(os.path.join(workdir, "config.json")) as f:
+            settings = json.load(f)["settings"]
+        self.assertEqual(settings["tables"], [design])
+        self.assertEqual(settings["qualities"], [50, 10])
         self.assertEqual(
-            result.stderr.strip().splitlines()[-1],
-            "error: /nonexistent/tables: no such tables file or folder",
+            settings["data"], dataclasses.asdict(datasets.DataConfig(data))
         )

@@ -1,18 +1,19 @@
+import contextlib
+import dataclasses
 import io
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from compression_helps import datasets, evaluate, models
+from compression_helps import datasets, evaluate, models, runner
 from tests import testing_utils
-from tests.test_models import tiny_classifier_file
 
 QUALITIES = (90, 50, 10)
 
@@ -61,10 +62,13 @@ class BadInputTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        root = os.environ.get("TEST_TMPDIR", "/tmp")
-        cls.model_path = tiny_classifier_file(
-            os.path.join(root, f"reliability_tiny_{os.getpid()}.keras")
-        )
+        cls.model_folder = tempfile.mkdtemp()
+        cls.model_path = testing_utils.tiny_model_file(cls.model_folder)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.model_folder)
+        super().tearDownClass()
 
     def evaluate_folder(self, folder, **kwargs):
         classifier = models.load_classifier(self.model_path)
@@ -157,7 +161,7 @@ class BadInputTest(tf.test.TestCase):
         self.assertEmpty(set(predictions.ids) & {s.id for s in skipped})
 
 
-def run_script(*flags):
+def start_script(*flags):
     return subprocess.Popen(
         [sys.executable, "-m", "experiments.run_selectors", *flags],
         cwd=testing_utils.REPO_ROOT,
@@ -168,106 +172,78 @@ def run_script(*flags):
     )
 
 
-class ResumeTest(tf.test.TestCase):
-    def test_killed_run_resumes_to_identical_results(self):
-        data = self.create_tempdir().full_path
-        for i in range(12):
-            write(data, f"{datasets.wnids()[i]}_{i}.JPEG", good_jpeg(i))
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class RunnerTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.data = self.create_tempdir().full_path
+        self.model = testing_utils.tiny_model_file(
+            self.create_tempdir().full_path
         )
-        common = [
-            f"--model={model}",
-            f"--data={data}",
-            "--batch_size=2",
-            "--shard_size=2",
-            "--qualities=90,50,10",
-        ]
-        full = self.create_tempdir().full_path
-        run = run_script(*common, f"--workdir={full}")
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, err)
 
-        killed = self.create_tempdir().full_path
-        shards = os.path.join(killed, "shards")
-        run = run_script(*common, f"--workdir={killed}")
-        deadline = time.time() + 300
-        while time.time() < deadline and run.poll() is None:
-            if os.path.isdir(shards) and len(os.listdir(shards)) >= 2:
-                break
-            time.sleep(0.05)
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        done = sorted(f for f in os.listdir(shards) if f.endswith(".npz"))
-        self.assertBetween(len(done), 1, 5, "killed too late to test resume")
-        self.assertFalse(
-            os.path.exists(os.path.join(killed, "predictions.npz"))
+    def config(self, **kwargs):
+        return runner.Config(
+            model=models.ModelConfig(self.model),
+            data=datasets.DataConfig(self.data),
+            **kwargs,
         )
-        first = os.path.join(shards, done[0])
-        first_mtime = os.stat(first).st_mtime_ns
 
-        run = run_script(*common, f"--workdir={killed}", "--resume")
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, err)
-        self.assertEqual(os.stat(first).st_mtime_ns, first_mtime)  # Reused.
-        for name in ("predictions.npz", "report.json", "report.csv"):
-            with open(os.path.join(full, name), "rb") as a:
-                with open(os.path.join(killed, name), "rb") as b:
-                    self.assertEqual(a.read(), b.read(), name)
+    def new_workdir(self):
+        return os.path.join(self.create_tempdir().full_path, "run")
 
-        # Same command twice: byte-identical predictions.
-        again = self.create_tempdir().full_path
-        run = run_script(*common, f"--workdir={again}")
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, err)
-        with open(os.path.join(full, "predictions.npz"), "rb") as a:
-            with open(os.path.join(again, "predictions.npz"), "rb") as b:
-                self.assertEqual(a.read(), b.read())
+    def test_resume_with_other_settings_data_or_model_is_refused(self):
+        write(self.data, f"{datasets.wnids()[0]}_0.JPEG", good_jpeg(0))
+        workdir = self.new_workdir()
+        config = self.config(qualities=(50,))
+        runner.run(config, workdir, verbose=False)
+        report = read(os.path.join(workdir, "report.json"))
 
-    def test_resume_with_other_settings_is_refused(self):
-        data = self.create_tempdir().full_path
-        write(data, f"{datasets.wnids()[0]}_0.JPEG", good_jpeg(0))
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
+        def refused(message, config):
+            with self.assertRaisesRegex(ValueError, message) as e:
+                runner.run(config, workdir, resume=True, verbose=False)
+            self.assertNotIn("\n", str(e.exception))
+            # Nothing of the first run was lost.
+            self.assertEqual(read(os.path.join(workdir, "report.json")), report)
+
+        refused(r"other settings \(qualities\)", self.config(qualities=(40,)))
+        refused(
+            r"other settings \(batch_size\)",
+            self.config(qualities=(50,), batch_size=3),
         )
-        workdir = self.create_tempdir().full_path
-        common = [f"--model={model}", f"--data={data}", f"--workdir={workdir}"]
-        run = run_script(*common, "--qualities=50")
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, err)
-        run = run_script(*common, "--qualities=40", "--resume")
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 2)
-        self.assertIn("qualities", err.strip().splitlines()[-1])
+        # Where the work runs may change.
+        runner.run(
+            dataclasses.replace(config, jit_compile=True),
+            workdir,
+            resume=True,
+            verbose=False,
+        )
+        write(self.data, f"{datasets.wnids()[1]}_1.JPEG", good_jpeg(1))
+        refused("the data changed", config)
+        os.remove(os.path.join(self.data, f"{datasets.wnids()[1]}_1.JPEG"))
+        testing_utils.tiny_model_file(os.path.dirname(self.model), seed=1)
+        refused("input files changed", config)
 
-
-class ReportCountsSkipsTest(tf.test.TestCase):
     def test_report_counts_skipped_images_by_reason(self):
-        data = self.create_tempdir().full_path
-        write(data, f"{datasets.wnids()[0]}_ok.JPEG", good_jpeg(0))
-        write(data, f"{datasets.wnids()[1]}_empty.JPEG", b"")
-        write(data, "nolabel.JPEG", good_jpeg(1))
-        model = tiny_classifier_file(
-            self.create_tempdir().full_path + "/m.keras"
-        )
-        workdir = self.create_tempdir().full_path
-        run = run_script(
-            f"--model={model}",
-            f"--data={data}",
-            f"--workdir={workdir}",
-            "--qualities=50",
-        )
-        out, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, err)
-        self.assertIn("1 images evaluated, 2 skipped", out)
-        with open(os.path.join(workdir, "report.json")) as f:
-            report = json.load(f)
+        write(self.data, f"{datasets.wnids()[0]}_ok.JPEG", good_jpeg(0))
+        write(self.data, f"{datasets.wnids()[1]}_empty.JPEG", b"")
+        write(self.data, "nolabel.JPEG", good_jpeg(1))
+        workdir = self.new_workdir()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            report = runner.run(self.config(qualities=(50,)), workdir)
+        self.assertIn("1 images evaluated, 2 skipped", out.getvalue())
         self.assertEqual(report["n_images"], 1)
         self.assertEqual(report["n_errors"], 2)
         self.assertEqual(
             report["errors_by_reason"],
             {"empty file": 1, "no ImageNet label": 1},
         )
+        with open(os.path.join(workdir, "report.json")) as f:
+            self.assertEqual(json.load(f), report)
         with open(os.path.join(workdir, "errors.jsonl")) as f:
             records = [json.loads(line) for line in f]
         self.assertEqual(

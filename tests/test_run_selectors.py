@@ -1,32 +1,67 @@
+import csv
 import json
 import os
 import shutil
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from compression_helps import evaluate, report
+from compression_helps import datasets, evaluate, models, runner
 from tests import testing_utils
 
+QUALITIES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+ROWS = (
+    ["original"]
+    + [f"qf{q}" for q in QUALITIES]
+    + ["hrs", "keep_top1", "keep_top5", "keep_both"]
+    + ["confident_0.5", "confident_0.7", "confident_0.9"]
+)
 
-def run_script(*flags):
-    return testing_utils.run_module(
-        "experiments.run_selectors", *flags, timeout=600
-    )
+
+def smallest(candidates, sizes):
+    """The smallest file among `candidates`; the lower index on ties."""
+    return min(candidates, key=lambda j: (sizes[j], j))
 
 
-class RunSelectorsTest(tf.test.TestCase):
-    def test_end_to_end_on_8_real_images_with_random_weights(self):
+def chosen_by_hand(p):
+    """Each row's choice per image, from SPEC.md's rules, image by image."""
+    n, v = p.ranks.shape
+    chosen = {name: [j] * n for j, name in enumerate(ROWS[:v])}
+    rows = {name: [] for name in ROWS[v:]}
+    for i in range(n):
+        top1 = [j for j in range(v) if p.topk[i, j, 0] == p.topk[i, 0, 0]]
+        top5 = [j for j in range(v) if set(p.topk[i, j]) == set(p.topk[i, 0])]
+        best = min(p.ranks[i])
+        sizes = p.sizes[i]
+        rows["hrs"].append(
+            smallest([j for j in range(v) if p.ranks[i, j] == best], sizes)
+        )
+        rows["keep_top1"].append(smallest(top1, sizes))
+        rows["keep_top5"].append(smallest(top5, sizes))
+        both = [j for j in top1 if j in top5]
+        rows["keep_both"].append(smallest(both, sizes))
+        for t in (0.5, 0.7, 0.9):
+            sure = [j for j in top1 if p.topk_probs[i, j, 0] >= t]
+            choice = smallest(sure, sizes) if sure else 0
+            rows[f"confident_{t}"].append(choice)
+    return {**chosen, **rows}
+
+
+class RunSelectorsScriptTest(tf.test.TestCase):
+    def test_script_on_8_real_images_report_matches_hand_computation(self):
         if not testing_utils.has_samples():
             self.skipTest(testing_utils.SKIP_NO_SAMPLES)
         data = self.create_tempdir().full_path
         for path in testing_utils.sample_paths(8):
             shutil.copy(path, data)
+        model = testing_utils.tiny_model_file(
+            self.create_tempdir().full_path, image_size=32
+        )
         workdir = self.create_tempdir().full_path
-        result = run_script(
-            "--model=resnet50v2",
-            "--weights=none",
-            "--image_size=64",
+        result = testing_utils.run_module(
+            "experiments.run_selectors",
+            f"--model={model}",
             f"--data={data}",
             f"--workdir={workdir}",
             "--batch_size=3",
@@ -34,91 +69,145 @@ class RunSelectorsTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("| hrs |", result.stdout)
 
-        predictions = evaluate.Predictions.load(
-            os.path.join(workdir, "predictions.npz")
-        )
-        self.assertEqual(predictions.ranks.shape, (8, 11))
-        self.assertEqual(predictions.topk.shape, (8, 11, 5))
-        self.assertAllEqual(
-            predictions.qualities, [0, 100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
-        )
+        p = evaluate.Predictions.load(os.path.join(workdir, "predictions.npz"))
+        self.assertEqual(p.ranks.shape, (8, 11))
+        self.assertEqual(p.topk.shape, (8, 11, 5))
+        self.assertAllEqual(p.qualities, (0, *QUALITIES))
+        self.assertEqual(p.names.tolist(), ROWS[:11])
+        self.assertAllInRange(p.ranks, 1, 1000)
+        examples = datasets.folder_examples(data)
         self.assertEqual(
-            predictions.names.tolist(),
-            ["original"] + [f"qf{q}" for q in range(100, 0, -10)],
+            p.ids.tolist(), [os.path.basename(e) for e, _ in examples]
         )
-        self.assertAllInRange(predictions.ranks, 1, 1000)
-        # Candidate 0 is the original file as stored.
-        for i, image_id in enumerate(predictions.ids):
-            size = os.path.getsize(os.path.join(data, image_id))
-            self.assertEqual(predictions.sizes[i, 0], size)
+        self.assertAllEqual(p.labels, [label for _, label in examples])
+        for i, (path, _) in enumerate(examples):
+            # Candidate 0 is the original file as stored.
+            self.assertEqual(p.sizes[i, 0], os.path.getsize(path))
         # rank == 1 iff the top-1 class is the label.
-        top1 = predictions.topk[:, :, 0] == predictions.labels[:, None]
-        self.assertAllEqual(predictions.ranks == 1, top1)
+        self.assertAllEqual(p.ranks == 1, p.topk[:, :, 0] == p.labels[:, None])
 
         with open(os.path.join(workdir, "report.json")) as f:
             saved = json.load(f)
         self.assertEqual(saved["n_images"], 8)
         self.assertEqual(saved["n_errors"], 0)
-        expected = report.summarize(predictions)
-        self.assertEqual(
-            [r["name"] for r in saved["rows"]], [r["name"] for r in expected]
-        )
-        for got, want in zip(saved["rows"], expected, strict=True):
-            for key in ("top1", "top5", "cr", "mean_bytes", "bpp"):
-                self.assertAlmostEqual(got[key], want[key], places=9)
-        original = saved["rows"][0]
-        self.assertEqual(original["name"], "original")
-        self.assertEqual(original["cr"], 1.0)
-        self.assertAlmostEqual(
-            original["mean_bytes"], float(predictions.sizes[:, 0].mean())
-        )
-        with open(os.path.join(workdir, "report.csv")) as f:
-            self.assertLen(f.read().strip().splitlines(), len(expected) + 1)
-        self.assertTrue(
-            os.path.getsize(os.path.join(workdir, "accuracy_vs_cr.png")) > 0
+        self.assertEqual([r["name"] for r in saved["rows"]], ROWS)
+        pixels = p.num_pixels.sum()
+        for row in saved["rows"]:
+            chosen = np.array(chosen_by_hand(p)[row["name"]])
+            ranks = p.ranks[np.arange(8), chosen]
+            sizes = p.sizes[np.arange(8), chosen]
+            expected = {
+                "top1": 100 * np.mean(ranks == 1),
+                "top5": 100 * np.mean(ranks <= 5),
+                "cr": p.sizes[:, 0].sum() / sizes.sum(),
+                "mean_bytes": sizes.mean(),
+                "bpp": 8 * sizes.sum() / pixels,
+            }
+            for key, want in expected.items():
+                self.assertAlmostEqual(row[key], want, 9, (row["name"], key))
+        with open(os.path.join(workdir, "report.csv"), newline="") as f:
+            table = list(csv.DictReader(f))
+        self.assertEqual([r["name"] for r in table], ROWS)
+        self.assertGreater(
+            os.path.getsize(os.path.join(workdir, "accuracy_vs_cr.png")), 0
         )
 
         # The report is rebuilt from predictions.npz without the model.
         os.remove(os.path.join(workdir, "report.json"))
-        result = run_script("--report_only", f"--workdir={workdir}")
-        self.assertEqual(result.returncode, 0, result.stderr)
+        runner.rebuild_report(workdir, verbose=False)
         with open(os.path.join(workdir, "report.json")) as f:
             self.assertEqual(json.load(f), saved)
 
-    def test_usage_errors_are_one_line_with_status_2(self):
-        workdir = self.create_tempdir().full_path
-        a_file = self.create_tempfile().full_path
+
+class UsageErrorTest(tf.test.TestCase):
+    """What run_selectors.py prints as one `error:` line (status 2)."""
+
+    def setUp(self):
+        super().setUp()
+        self.data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(self.data, [0, 2])
+        self.model = testing_utils.tiny_model_file(
+            self.create_tempdir().full_path
+        )
+
+    def config(self, model=None, weights=None, **kwargs):
+        # Registry models at 32 pixels: built in about a second.
+        size = 32 if model else None
+        return runner.Config(
+            model=models.ModelConfig(model or self.model, weights, size),
+            data=datasets.DataConfig(kwargs.pop("data", self.data)),
+            **kwargs,
+        )
+
+    def assert_one_line_error(self, message, fn, *args):
+        with self.assertRaises((ValueError, OSError)) as e:
+            fn(*args)
+        self.assertIn(message, str(e.exception))
+        self.assertNotIn("\n", str(e.exception))
+
+    def workdir(self):
+        return os.path.join(self.create_tempdir().full_path, "run")
+
+    def test_bad_settings(self):
         wrong_weights = self.create_tempdir().full_path + "/w.weights.h5"
         keras.Sequential(
             [keras.Input((4,)), keras.layers.Dense(2)]
         ).save_weights(wrong_weights)
-        random_resnet = ["--model=resnet50v2", "--image_size=32"]
         cases = [
-            (["--model=nope"], "unknown model", workdir),
-            (["--qualities=50,500", "--weights=none"], "[1, 100]", workdir),
-            (["--qualities=a,b"], "invalid literal", workdir),
+            ("unknown model", self.config("nope")),
+            ("model file not found", self.config("/nowhere/m.keras")),
+            ("[1, 100]", self.config(qualities=(50, 500))),
+            ("repeated", self.config(qualities=(50, 50))),
+            ("batch_size", self.config(batch_size=0)),
+            ("/nowhere", self.config(data="/nowhere")),
             (
-                [*random_resnet, "--weights=none", "--data=/nowhere"],
-                "/nowhere",
-                workdir,
+                "no image files",
+                self.config(data=self.create_tempdir().full_path),
             ),
-            ([*random_resnet, "--weights=/nowhere/w.h5"], "not found", workdir),
             (
-                [*random_resnet, f"--weights={wrong_weights}"],
+                "not found",
+                self.config("efficientnet_lite0", "/nowhere/w.h5"),
+            ),
+            (
                 "cannot load",
-                workdir,
+                self.config("efficientnet_lite0", wrong_weights),
             ),
-            (
-                [*random_resnet, "--weights=none"],
-                "cannot create the workdir",
-                a_file + "/sub",
-            ),
-            (["--report_only"], "no predictions", workdir),
         ]
-        for flags, message, out in cases:
-            result = run_script(*flags, f"--workdir={out}")
-            self.assertEqual(result.returncode, 2, (flags, result.stderr))
-            last = result.stderr.strip().splitlines()[-1]
-            self.assertIn(message, last)
-            self.assertTrue(last.startswith("error: "), last)
-            self.assertNotIn("Traceback", result.stderr)
+        for message, config in cases:
+            with self.subTest(message):
+                self.assert_one_line_error(
+                    message, runner.run, config, self.workdir(), False, False
+                )
+
+    def test_report_only_needs_no_model_file(self):
+        workdir = self.workdir()
+        runner.run(self.config(qualities=(50,)), workdir, verbose=False)
+        os.remove(os.path.join(workdir, "report.json"))
+        os.remove(self.model)
+        result = runner.rebuild_report(workdir, verbose=False)
+        self.assertEqual(result["n_images"], 2)
+
+    def test_bad_workdirs(self):
+        a_file = self.create_tempfile().full_path
+        self.assert_one_line_error(
+            "cannot create the workdir",
+            runner.run,
+            self.config(),
+            a_file + "/sub",
+            False,
+            False,
+        )
+        self.assert_one_line_error(
+            "no run_selectors run here",
+            runner.rebuild_report,
+            self.workdir(),
+            False,
+        )
+        # A folder of the user's is refused and left as it was.
+        mine = self.create_tempdir().full_path
+        with open(os.path.join(mine, "thesis.tex"), "w") as f:
+            f.write("mine")
+        self.assert_one_line_error(
+            "did not write", runner.run, self.config(), mine, False, False
+        )
+        self.assertEqual(os.listdir(mine), ["thesis.tex"])

@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
+from compression_helps import files
 from deepn_jpeg import statistics
 from tests import testing_utils
 
@@ -61,15 +62,16 @@ def png_bytes(image):
     return buffer.getvalue()
 
 
-def examples_dataset(files, labels=None):
+def examples_dataset(files, labels=None, with_index=False):
     labels = [-1] * len(files) if labels is None else labels
-    return tf.data.Dataset.from_tensor_slices(
-        {
-            "id": [f"img{i}" for i in range(len(files))],
-            "image_bytes": files,
-            "label": tf.constant(labels, tf.int32),
-        }
-    )
+    examples = {
+        "id": [f"img{i}" for i in range(len(files))],
+        "image_bytes": files,
+        "label": tf.constant(labels, tf.int32),
+    }
+    if with_index:
+        examples["index"] = tf.range(len(files), dtype=tf.int64)
+    return tf.data.Dataset.from_tensor_slices(examples)
 
 
 def synthetic_images():
@@ -220,31 +222,31 @@ class ComputeTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaises(tf.errors.OpError):
             statistics.compute(dataset)
 
-
-class SelectPerClassTest(tf.test.TestCase):
-    def test_at_most_per_class_and_all_unlabelled(self):
-        labels = np.array([0] * 10 + [7] * 3 + [-1] * 4 + [999])
-        chosen = statistics.select_per_class(labels, per_class=2, seed=0)
-        kept = labels[chosen].tolist()
-        self.assertEqual(kept.count(0), 2)
-        self.assertEqual(kept.count(7), 2)
-        self.assertEqual(kept.count(-1), 4)
-        self.assertEqual(kept.count(999), 1)
-        self.assertAllEqual(chosen, np.sort(chosen))
-
-    def test_seeded_and_deterministic(self):
-        labels = np.zeros(50, int)
-        a = statistics.select_per_class(labels, per_class=5, seed=3)
-        self.assertAllEqual(
-            a, statistics.select_per_class(labels, per_class=5, seed=3)
+    def test_indices_name_the_analysed_examples(self):
+        folder = self.create_tempdir().full_path
+        paths = testing_utils.write_image_folder(folder, [3, 5, 7])
+        files = [open(p, "rb").read() for p in paths]
+        files = [files[0], b"junk", files[1], b"", files[2]]
+        dataset = examples_dataset(files, with_index=True)
+        stats, indices = statistics.compute_with_indices(
+            dataset, ignore_errors=True
         )
-        b = statistics.select_per_class(labels, per_class=5, seed=4)
-        self.assertNotAllEqual(a, b)
-        self.assertNotAllEqual(a, np.arange(5))  # Random, not the first.
-
-    def test_rejects_zero_per_class(self):
-        with self.assertRaises(ValueError):
-            statistics.select_per_class(np.zeros(3, int), per_class=0)
+        self.assertAllEqual(indices, [0, 2, 4])
+        self.assertEqual(indices.dtype, np.int64)
+        good = statistics.compute(
+            examples_dataset([files[0], files[2], files[4]])
+        )
+        self.assertEqual(stats.num_images, 3)
+        self.assertAllEqual(stats.sums, good.sums)  # Same order, same bits.
+        self.assertAllEqual(stats.sums_sq, good.sums_sq)
+        # Without an "index" the indices are -1.
+        _, indices = statistics.compute_with_indices(
+            examples_dataset(files[:1])
+        )
+        self.assertAllEqual(indices, [-1])
+        empty, indices = statistics.compute_with_indices(dataset.take(0))
+        self.assertEqual(empty.num_images, 0)
+        self.assertEqual(indices.shape, (0,))
 
 
 class BandStatisticsTest(tf.test.TestCase):
@@ -267,6 +269,29 @@ class BandStatisticsTest(tf.test.TestCase):
         summary = json.loads(stats.to_json())["summary"]
         self.assertAllClose(summary["luma"]["std"], stats.std("luma"))
 
+    def test_arrays_round_trip_through_a_shard_file_is_exact(self):
+        stats = self.stats()
+        path = os.path.join(self.create_tempdir().full_path, "s.npz")
+        files.write_npz(path, {**stats.to_arrays(), "other": np.zeros(2)})
+        loaded = statistics.BandStatistics.from_arrays(files.read_npz(path))
+        self.assertEqual(loaded.num_images, stats.num_images)
+        self.assertEqual(loaded.chroma_subsampling, "4:2:0")
+        self.assertAllEqual(loaded.counts, stats.counts)
+        self.assertAllEqual(loaded.sums, stats.sums)
+        self.assertAllEqual(loaded.sums_sq, stats.sums_sq)
+        with self.assertRaisesRegex(ValueError, "no sums_sq"):
+            arrays = stats.to_arrays()
+            del arrays["sums_sq"]
+            statistics.BandStatistics.from_arrays(arrays)
+
+    def test_save_replaces_the_file_whole(self):
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "s.json")
+        statistics.BandStatistics.empty().save(path)
+        self.stats().save(path)
+        self.assertEqual(os.listdir(folder), ["s.json"])  # No temporaries.
+        self.assertEqual(statistics.BandStatistics.load(path).num_images, 2)
+
     def test_errors(self):
         stats = self.stats()
         with self.assertRaisesRegex(ValueError, "subsampling"):
@@ -275,5 +300,9 @@ class BandStatisticsTest(tf.test.TestCase):
             stats.std("green")
         with self.assertRaisesRegex(ValueError, "no luma blocks"):
             statistics.BandStatistics.empty().std("luma")
-        with self.assertRaisesRegex(ValueError, "format"):
-            statistics.BandStatistics.from_json('{"format": "x"}')
+        path = self.create_tempfile(content='{"format": "x"}').full_path
+        with self.assertRaisesRegex(ValueError, "not a deepn_jpeg"):
+            statistics.BandStatistics.load(path)
+        path = self.create_tempfile(content='{"format": ').full_path
+        with self.assertRaisesRegex(ValueError, "unreadable"):
+            statistics.BandStatistics.load(path)

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import os
 
@@ -179,6 +180,44 @@ class TableFilesTest(tf.test.TestCase):
         got_luma, got_chroma = tables.load_json(path)
         self.assertAllEqual(got_luma, luma)
         self.assertAllEqual(got_chroma, chroma)
+
+    def test_qtables_filename(self):
+        self.assertEqual(
+            tables.qtables_filename("paper", "json"), "qtables_paper.json"
+        )
+        self.assertEqual(
+            tables.qtables_filename("fit_b2", "txt"), "qtables_fit_b2.txt"
+        )
+
+    def test_writers_replace_files_whole(self):
+        luma, chroma = self.tables()
+        folder = self.create_tempdir().full_path
+        json_path = os.path.join(folder, "t.json")
+        txt_path = os.path.join(folder, "t.txt")
+        for _ in range(2):  # The second write replaces the first.
+            tables.save_json(json_path, luma, chroma)
+            tables.write_cjpeg_qtables(txt_path, [luma, chroma])
+        self.assertCountEqual(os.listdir(folder), ["t.json", "t.txt"])
+        # A failed write (invalid table) leaves the old file as it was.
+        with open(json_path) as f:
+            before = f.read()
+        with self.assertRaises(ValueError):
+            tables.save_json(json_path, np.zeros((8, 8)), chroma)
+        with self.assertRaises(ValueError):
+            tables.write_cjpeg_qtables(txt_path, [np.zeros((8, 8))])
+        with open(json_path) as f:
+            self.assertEqual(f.read(), before)
+        with open(txt_path) as f:
+            self.assertAllEqual(tables.read_cjpeg_qtables(f.read())[0], luma)
+        self.assertCountEqual(os.listdir(folder), ["t.json", "t.txt"])
+
+    def test_plm_params_flags_are_prefixed(self):
+        # experiments.common names the flags --plm_a, ...; not a field.
+        self.assertEqual(tables.PlmParams.FLAG_PREFIX, "plm_")
+        self.assertNotIn(
+            "FLAG_PREFIX",
+            [f.name for f in dataclasses.fields(tables.PlmParams)],
+        )
 
     def test_cjpeg_qtables_round_trip(self):
         luma, chroma = self.tables()

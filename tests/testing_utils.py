@@ -72,8 +72,14 @@ def write_image_folder(folder: str, labels: list[int], seed: int = 0) -> list:
     return paths
 
 
-def tiny_model_file(folder: str, image_size: int = 16, seed: int = 0) -> str:
-    """A seconds-fast 1000-class `.keras` classifier (softmax outputs)."""
+def tiny_model_file(
+    folder: str, image_size: int = 16, seed: int = 0, num_classes: int = 1000
+) -> str:
+    """`<folder>/tiny.keras`: a seconds-fast classifier (softmax outputs).
+
+    Takes `[B, S, S, 3]` float pixels in [0, 255], like every model file
+    `models.load_classifier` accepts; the one tiny model of the tests.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -81,7 +87,30 @@ def tiny_model_file(folder: str, image_size: int = 16, seed: int = 0) -> str:
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1000, activation="softmax")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     path = os.path.join(folder, "tiny.keras")
     keras.Model(inputs, outputs).save(path)
     return path
+
+
+def random_uint8_inputs(
+    size: int, names: tuple[str, ...], batch: int = 2, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`{name: [batch, size, size, 3] uint8}` random images, one per name."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+        for name in names
+    }
+
+
+def start_data_service(num_workers: int = 1) -> tuple:
+    """A local tf.data service: `(dispatcher, workers)`; keep them alive."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer()
+    address = dispatcher.target.split("://")[1]
+    workers = [
+        service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
+        for _ in range(num_workers)
+    ]
+    return dispatcher, workers

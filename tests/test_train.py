@@ -1,0 +1,150 @@
+import dataclasses
+import glob
+import json
+import os
+from unittest import mock
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+from compression_helps import datasets, distribute, models, train
+from tests import testing_utils
+
+QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
+NAMES = ["original", "qf90", "qf10"]
+
+
+def summary_tags(log_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def read_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+class ConfigTest(tf.test.TestCase, parameterized.TestCase):
+    def test_unknown_optimizer_raises(self):
+        with self.assertRaisesRegex(ValueError, "optimizer"):
+            train.make_optimizer("rmsprop", 0.1)
+
+    def test_smoke_config_keeps_the_data(self):
+        config = train.smoke_config(
+            train.Config(data=datasets.DataConfig("/images"))
+        )
+        self.assertEqual(config.data, datasets.DataConfig("/images", limit=8))
+        self.assertEqual(
+            config.model, models.ModelConfig("resnet50v2", None, 32)
+        )
+
+
+class TrainAndEvaluateTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        folder = self.create_tempdir().full_path
+        testing_utils.write_image_folder(folder, [0, 2, 4, 6, 8, 10])
+        self.data = folder
+        self.config = train.Config(
+            model=models.ModelConfig(
+                testing_utils.tiny_model_file(self.create_tempdir().full_path)
+            ),
+            data=datasets.DataConfig(folder),
+            qualities=QUALITIES,
+            num_eval=2,
+            batch_size=2,
+            learning_rate=0.01,
+        )
+
+    def _train(self, workdir, resume=False, **changes):
+        config = dataclasses.replace(self.config, **changes)
+        return train.train_and_evaluate(
+            config, workdir, resume=resume, verbose=False
+        )
+
+    def test_settings_are_checked_before_any_work(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        cases = [
+            ({"head_init": "zeros"}, "head_init"),
+            ({"optimizer": "rmsprop"}, "optimizer"),
+            ({"strategy": "horovod"}, "strategy"),
+            ({"qualities": (50, 500)}, r"\[1, 100\]"),
+            ({"epochs": 0}, "positive"),
+            ({"num_eval": 6}, "cannot hold out"),
+            ({"data": datasets.DataConfig("/nowhere")}, "/nowhere"),
+        ]
+        for changes, message in cases:
+            with self.assertRaisesRegex((ValueError, OSError), message):
+                self._train(workdir, **changes)
+            self.assertFalse(os.path.exists(workdir), changes)
+
+    def test_non_chief_worker_writes_nothing(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        with mock.patch.object(distribute, "is_chief", return_value=False):
+            results = self._train(workdir, epochs=1)
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        self.assertFalse(os.path.exists(workdir))
+
+    def test_trains_on_images_through_the_data_service(self):
+        dispatcher, _workers = testing_utils.start_data_service()
+        workdir = self.create_tempdir().full_path
+        results = self._train(
+            workdir,
+            epochs=1,
+            cache_features=False,
+            data_service=dispatcher.target,
+        )
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
+        self.assertLen(read_lines(os.path.join(workdir, "metrics.jsonl")), 1)
+
+
+class ReadConfigTest(tf.test.TestCase):
+    def test_not_a_training_workdir(self):
+        folder = self.create_tempdir().full_path
+        with self.assertRaisesRegex(FileNotFoundError, "not a training"):
+            train.read_config(folder)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump({"job": "run_selectors", "settings": {}}, f)
+        with self.assertRaisesRegex(ValueError, "not a train_multi_input"):
+            train.read_config(folder)
+
+
+class ScriptTest(tf.test.TestCase):
+    def test_mirrored_on_two_cpu_devices_trains_the_full_model(self):
+        folder = self.create_tempdir().full_path
+        testing_utils.write_image_folder(folder, [0, 2, 4, 6, 8, 10])
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        workdir = self.create_tempdir().full_path
+        result = testing_utils.run_module(
+            "experiments.train_multi_input",
+            f"--model={model}",
+            f"--data={folder}",
+            "--qualities=90,10",
+            "--num_eval=2",
+            "--batch_size=4",
+            "--epochs=1",
+            "--strategy=mirrored",
+            "--num_cpu_devices=2",
+            "--nocache_features",
+            f"--workdir={workdir}",
+            timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(workdir, "results.json")) as f:
+            results = json.load(f)
+        self.assertEqual(results["num_replicas"], 2)
+        self.assertEqual(results["inputs"], NAMES)
+        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
+        with open(os.path.join(workdir, "config.json")) as f:
+            settings = json.load(f)["settings"]
+        self.assertEqual(settings["data"]["name"], folder)
+        self.assertEqual(settings["qualities"], list(QUALITIES))
+
+
+if __name__ == "__main__":
+    tf.test.main()
