@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 DATA ?=
 WORKDIR ?= demo_workdir
 DEMO_FLAGS ?=
-# Hide TensorFlow's start-up INFO lines (warnings and errors still show).
-export TF_CPP_MIN_LOG_LEVEL ?= 1
+# The scripts hide TensorFlow's native log noise themselves (oneDNN notices,
+# libpng warnings; experiments/__init__.py). Setting TF_CPP_MIN_LOG_LEVEL, or
+# DEMO_FLAGS=--verbose, shows it all.
 
 .PHONY: install demo test lint bench clean
 
@@ -30,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.throughput $(if $(DATA),--data=$(DATA))

@@ -25,6 +25,9 @@ setuptools.setup(
         # no longer installs it. Same minor versions as tensorflow.
         "tensorboard>=2.16,<2.22",
         "tensorflow-datasets>=4.9,<5",
+        # tensorflow-datasets 4.9.10 imports it (through etils.epath) to
+        # open any builder, but does not install it.
+        "importlib_resources>=5",
         "numpy>=1.26,<3",
         "pillow>=10,<14",
         "matplotlib>=3.8,<4",
@@ -38,6 +41,8 @@ setuptools.setup(
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
         "test": [
             "pytest>=8",
+            # The suite runs on every core (`make test`: pytest -n auto).
+            "pytest-xdist>=3",
             "hypothesis>=6.100",
             "ruff>=0.6",
         ],

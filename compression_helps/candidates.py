@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from compression_helps import datasets
+
 __all__ = [
     "JPEG",
     "ORIGINAL",
@@ -201,7 +203,7 @@ def make_candidates(
 
     Args:
       example: `{"id", "image_bytes", "label"}` and optionally `"index"`
-        (see `datasets`).
+        and `"error"` (see `datasets`; dropped, as the image bytes are).
       resize: `[H, W, 3]` uint8 -> `[S, S, 3]` float32 in [0, 255], the
         model's crop and resize (`models.Classifier.resize`).
       qualities: candidates 1..V-1: JPEG QFs or `Codec`s.
@@ -214,7 +216,10 @@ def make_candidates(
     original = decode_image(example["image_bytes"])
     encoded = encoded_candidates(original, resize, as_codecs(qualities))
     original_size = tf.cast(tf.strings.length(example["image_bytes"]), tf.int64)
-    kept = {k: v for k, v in example.items() if k != "image_bytes"}
+    # "error" is "" here: refused examples never reach the decoder.
+    kept = {
+        k: v for k, v in example.items() if k not in ("image_bytes", "error")
+    }
     shape = tf.shape(original, out_type=tf.int64)
     return {
         **kept,
@@ -236,8 +241,10 @@ def candidate_batches(
 ) -> tf.data.Dataset:
     """Batches of candidates, built on host threads ahead of the model.
 
-    A bad image (undecodable, ...) fails only its own element, which is
-    dropped; callers find which by the examples' `index`.
+    An example the source's guard refused (its `error`) is dropped before
+    any decoding; a bad image (undecodable, ...) fails only its own
+    element, which is dropped too. Callers find which by the examples'
+    `index` (and why with `datasets.diagnose`).
 
     Args:
       dataset: example dicts (see `datasets`).
@@ -255,6 +262,10 @@ def candidate_batches(
     """
     make = functools.partial(
         make_candidates, resize=resize, qualities=tuple(qualities)
+    )
+    # Unlabelled examples are the caller's to drop (statistics keep them).
+    dataset = dataset.filter(
+        functools.partial(datasets.usable, require_label=False)
     )
     # `map` keeps the order (deterministic) while encoding images in parallel.
     dataset = dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE)

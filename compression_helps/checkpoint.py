@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from compression_helps import files, rundir
+from compression_helps import files, progress, rundir
 
 # Epoch e's shuffle seed is seed * stride + e: distinct for any realistic
 # number of epochs.
@@ -162,6 +162,14 @@ class MetricsLog(keras.callbacks.Callback):
             f.write(json.dumps({"epoch": epoch + 1, **row}) + "\n")
 
 
+class _OneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after the epoch it started with (see `fit`)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # Keras checks it after every callback's on_epoch_end.
+        self.model.stop_training = True
+
+
 def callbacks(
     run: rundir.RunDir | None, backup: Backup, initial_epoch: int
 ) -> list[keras.callbacks.Callback]:
@@ -219,17 +227,21 @@ def fit(
       epochs: the total number of epochs, including those already done.
       run: see `callbacks`.
       backup: where the state is saved, and restored from.
-      verbose: progress bars.
+      verbose: Keras' progress: a bar on a terminal, else a line per
+        epoch.
     """
     initial_epoch = backup.restore(model)
-    epoch_callbacks = callbacks(run, backup, initial_epoch)
+    epoch_callbacks = [*callbacks(run, backup, initial_epoch), _OneEpoch()]
     for epoch in range(initial_epoch, epochs):
         model.fit(
             train(epoch),
-            epochs=epoch + 1,
+            # The run's epochs, so that Keras shows "Epoch k/N", not "k/k";
+            # `_OneEpoch` ends the call after epoch k.
+            epochs=epochs,
             initial_epoch=epoch,
             validation_data=evaluation,
             shuffle=False,  # The data sets shuffle themselves, seeded.
             callbacks=epoch_callbacks,
-            verbose=1 if verbose else 0,
+            # One plain line per epoch in a log file, not a redrawn bar.
+            verbose=progress.keras_verbose(verbose),
         )

@@ -4,9 +4,14 @@ Every source yields the same example dict, so the rest of the project never
 knows where images come from:
 
     {"index": tf.int64, "id": tf.string, "image_bytes": tf.string,
-     "label": tf.int32}
+     "label": tf.int32, "error": tf.string}
 
-`image_bytes` is the file exactly as stored: candidate 0 of SPEC.md
+Every file passes `guard` before anything decodes it: `error` is "" for a
+file that may be decoded, else why not (a FIFO, a decompression bomb, ...),
+and `image_bytes` is then empty. Pipelines keep only `usable` examples;
+`diagnose` reports the error as the reason. `id` is the path relative to the
+folder (a name that is not UTF-8 shown with backslash escapes), or the TFDS
+file name. `image_bytes` is the file exactly as stored: candidate 0 of SPEC.md
 ("Candidates and sizes") is these bytes, never a re-encoding. `label` is the
 ImageNet class index (sorted-wnid order, the order of Keras' and TFDS'
 ImageNet classifiers) or -1 when the file names no known wnid. `index` is
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import rundir, splits
+from compression_helps import guard, rundir, splits, tfds_source
 
 __all__ = [
     "DataConfig",
@@ -39,6 +44,7 @@ __all__ = [
     "folder_examples",
     "load",
     "sample_images_dir",
+    "usable",
     "wnids",
 ]
 
@@ -50,6 +56,7 @@ SAMPLE_IMAGES_URL = (
 )
 _WNID = re.compile(r"n\d{8}")
 _TFDS_PREFIX = "tfds:"
+_DEFAULT_LIMITS = guard.Limits()
 
 
 @functools.cache
@@ -91,6 +98,8 @@ def folder_examples(folder: str) -> list[tuple[str, int]]:
 
     Returns:
       `(path, label)` pairs; label -1 where the path names no ImageNet wnid.
+      A name that is not valid UTF-8 is held with surrogate escapes, as
+      `os.fsdecode` gives it; `os.fsencode(path)` is the file's real name.
 
     Raises:
       FileNotFoundError: `folder` is not a directory.
@@ -126,6 +135,8 @@ class Source:
       fingerprint: the identity of the data, JSON-serialisable: for a
         folder, a digest of its files' names, sizes and modification times;
         for TFDS, name, split, version and size. Resumed runs check it.
+      known_ids: `[N]` str ids when known without reading the images, so
+        that even an example that cannot be read is named by its own id.
     """
 
     read: Callable[[int, int | None], tf.data.Dataset]
@@ -135,6 +146,7 @@ class Source:
     known_labels: np.ndarray | None = None
     read_indices: Callable[[np.ndarray], tf.data.Dataset] | None = None
     fingerprint: Any = None
+    known_ids: np.ndarray | None = None
 
     @property
     def dataset(self) -> tf.data.Dataset:
@@ -172,6 +184,13 @@ class Source:
             lambda e: wanted[e["index"] - first]
         )
 
+    def id_of(self, index: int) -> str | None:
+        """An example's id without reading it; None where not known."""
+        # A part of a split (`splits.split`) may hold its whole source's ids.
+        if self.known_ids is None or len(self.known_ids) != self.num_examples:
+            return None
+        return str(self.known_ids[index])
+
     def path_of(self, example_id: str) -> str:
         """Where an example comes from: its file, or source and id."""
         if self.root is not None:
@@ -179,12 +198,12 @@ class Source:
         return f"{self.description}/{example_id}"
 
 
-def _folder_fingerprint(folder: str, ids: Sequence[str]) -> dict:
+def _folder_fingerprint(paths: Sequence[bytes], ids: Sequence[str]) -> dict:
     """A digest of the files' names, sizes and modification times."""
     digest = hashlib.sha256()
-    for image_id in ids:
+    for path, image_id in zip(paths, ids, strict=True):
         try:
-            stat = os.stat(os.path.join(folder, image_id))
+            stat = os.stat(path)  # Never blocks, not even on a FIFO.
             size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:
             size = mtime = -1  # Recorded as unreadable when read.
@@ -192,28 +211,35 @@ def _folder_fingerprint(folder: str, ids: Sequence[str]) -> dict:
     return {"files": len(ids), "sha256": digest.hexdigest()}
 
 
-def _from_folder(folder: str, limit: int | None) -> Source:
+def _from_folder(
+    folder: str, limit: int | None, limits: guard.Limits
+) -> Source:
     examples = folder_examples(folder)[:limit]
     if not examples:
         raise FileNotFoundError(f"{folder}: no image files found")
-    paths = np.array([path for path, _ in examples])
+    # Opened by the bytes of their names, so that a name that is not UTF-8
+    # opens too; shown as valid UTF-8, undecodable bytes as `\xe9`.
+    paths = np.array([os.fsencode(path) for path, _ in examples])
+    relative = [os.fsencode(os.path.relpath(p, folder)) for p, _ in examples]
+    ids = np.array([r.decode("utf-8", "backslashreplace") for r in relative])
     labels = np.array([label for _, label in examples], np.int32)
-    ids = np.array([os.path.relpath(path, folder) for path in paths])
+
+    def example(index, id_, path, label):
+        image_bytes, error = guard.tf_read_checked(path, limits)
+        return {
+            "index": index,
+            "id": id_,
+            "image_bytes": image_bytes,
+            "label": label,
+            "error": error,
+        }
 
     def read_indices(indices: np.ndarray) -> tf.data.Dataset:
         indices = np.asarray(indices, np.int64)
         dataset = tf.data.Dataset.from_tensor_slices(
             (indices, ids[indices], paths[indices], labels[indices])
         )
-        return dataset.map(
-            lambda index, id_, path, label: {
-                "index": index,
-                "id": id_,
-                "image_bytes": tf.io.read_file(path),
-                "label": label,
-            },
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        return dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
     def read(start: int, stop: int | None) -> tf.data.Dataset:
         return read_indices(
@@ -227,69 +253,16 @@ def _from_folder(folder: str, limit: int | None) -> Source:
         root=folder,
         known_labels=labels,
         read_indices=read_indices,
-        fingerprint=_folder_fingerprint(folder, ids),
-    )
-
-
-def _from_tfds(spec: str, limit: int | None, data_dir: str | None) -> Source:
-    # Imported here: tensorflow_datasets takes seconds to import.
-    import tensorflow_datasets as tfds
-
-    name, _, split = spec.partition(":")
-    builder = tfds.builder(name, data_dir=data_dir)
-    split = split or (
-        "validation" if "validation" in builder.info.splits else "test"
-    )
-    builder.download_and_prepare()
-    try:
-        num_examples = builder.info.splits[split].num_examples
-    except KeyError:  # Split metadata missing (e.g. under tfds mock_data).
-        num_examples = None
-    if limit is not None:
-        num_examples = (
-            limit if num_examples is None else min(limit, num_examples)
-        )
-    has_file_name = "file_name" in builder.info.features
-
-    def read(start: int, stop: int | None) -> tf.data.Dataset:
-        stop = num_examples if stop is None else stop
-        dataset = builder.as_dataset(
-            split=f"{split}[{start}:{'' if stop is None else stop}]",
-            shuffle_files=False,
-            decoders={"image": tfds.decode.SkipDecoding()},
-        )
-
-        def to_example(index, features):
-            id_ = (
-                features["file_name"]
-                if has_file_name
-                else tf.strings.as_string(index)
-            )
-            return {
-                "index": index,
-                "id": id_,
-                "image_bytes": features["image"],
-                "label": tf.cast(features["label"], tf.int32),
-            }
-
-        return dataset.enumerate(start).map(
-            to_example, num_parallel_calls=tf.data.AUTOTUNE
-        )
-
-    described = split if limit is None else f"{split}[:{limit}]"
-    fingerprint = {
-        "tfds": name,
-        "split": split,
-        "version": str(builder.info.version),
-        "examples": num_examples,
-    }
-    return Source(
-        read, num_examples, f"tfds {name}:{described}", fingerprint=fingerprint
+        fingerprint=_folder_fingerprint(paths, ids),
+        known_ids=ids,
     )
 
 
 def load(
-    data: str, limit: int | None = None, tfds_data_dir: str | None = None
+    data: str,
+    limit: int | None = None,
+    tfds_data_dir: str | None = None,
+    limits: guard.Limits = _DEFAULT_LIMITS,
 ) -> Source:
     """Opens a data source.
 
@@ -300,16 +273,25 @@ def load(
         `tfds:imagenet_v2`.
       limit: keep only the first `limit` examples (in a fixed order).
       tfds_data_dir: TFDS data directory (default: TFDS' own).
+      limits: what a file may be (`guard`); others are skipped unread.
 
     Returns:
       The `Source`.
 
     Raises:
-      FileNotFoundError: a folder that does not exist or holds no images.
+      FileNotFoundError: a folder that does not exist or holds no images,
+        or a TFDS data set whose manual download is missing.
+      OSError: a TFDS data set that is not prepared and cannot be
+        downloaded (the message says what to fetch and where to put it).
+      ValueError: TFDS knows no such data set.
     """
     if data.startswith(_TFDS_PREFIX):
-        return _from_tfds(data[len(_TFDS_PREFIX) :], limit, tfds_data_dir)
-    return _from_folder(data, limit)
+        return Source(
+            **tfds_source.open_split(
+                data[len(_TFDS_PREFIX) :], limit, tfds_data_dir, limits
+            )
+        )
+    return _from_folder(data, limit, limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,6 +307,8 @@ class DataConfig:
         (`splits.split`):
         jobs that learn from images use "fit", their evaluation "heldout".
       split_seed: the seed of that split.
+      max_pixels: the most pixels (width x height) an image's header may
+        claim; larger images (decompression bombs) are skipped undecoded.
     """
 
     name: str = ""
@@ -332,15 +316,46 @@ class DataConfig:
     tfds_data_dir: str | None = None
     split: str = "all"
     split_seed: int = 0
+    max_pixels: int = guard.MAX_PIXELS
 
     def resolved(self) -> DataConfig:
-        """The same config with the sample images' folder filled in."""
-        return dataclasses.replace(self, name=self.name or sample_images_dir())
+        """The same config, the sample images' folder filled in.
+
+        A folder path is normalised: a resumed run may spell it `dir/`.
+        """
+        name = self.name or sample_images_dir()
+        if not name.startswith(_TFDS_PREFIX):
+            name = os.path.normpath(name)
+        return dataclasses.replace(self, name=name)
 
     def load(self) -> Source:
-        """The source (`load`, then `split`)."""
-        source = load(self.resolved().name, self.limit, self.tfds_data_dir)
+        """The source (`load` within `max_pixels`, then `split`)."""
+        source = load(
+            self.resolved().name,
+            self.limit,
+            self.tfds_data_dir,
+            guard.Limits(max_pixels=self.max_pixels),
+        )
         return splits.split(source, self.split, self.split_seed)
+
+
+def usable(
+    example: dict[str, tf.Tensor], require_label: bool = True
+) -> tf.Tensor:
+    """Whether a pipeline may use an example; for `Dataset.filter`.
+
+    Args:
+      example: an example dict (see module docstring).
+      require_label: an unknown label (-1) makes it unusable too.
+
+    Returns:
+      Scalar tf.bool: the guard found nothing wrong (and it has a label).
+      Pipelines drop the others; `diagnose` says why.
+    """
+    fine = tf.equal(example.get("error", tf.constant("")), "")
+    if require_label:
+        fine = tf.logical_and(fine, example["label"] >= 0)
+    return fine
 
 
 def _first_line(error: Exception) -> str:
@@ -349,6 +364,10 @@ def _first_line(error: Exception) -> str:
     # Drop TF's op-location decorations: "{{function_node ...}} " in front,
     # " [Op:...]" behind; the reason is the library's own message.
     line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    # And tf.data's "Error in user-defined function ... Iterator::...: ".
+    line = re.sub(
+        r"^Error in user-defined function .*? Iterator::\S*: ", "", line
+    )
     return line.split(" [Op:")[0].strip()
 
 
@@ -377,11 +396,16 @@ def diagnose(
     try:
         example = next(iter(source.read(index, index + 1)))
     except (tf.errors.OpError, StopIteration) as e:
-        name = f"#{index}"
-        reason = f"unreadable file: {_first_line(e)}"
+        # Named by its own id where the source knows it unread (a folder).
+        name = source.id_of(index) or f"#{index}"
+        detail = _first_line(e) if str(e) else "no such example"
+        reason = f"unreadable file: {detail}"
         return rundir.SkippedImage(name, source.path_of(name), reason)
-    image_id = example["id"].numpy().decode()
+    image_id = example["id"].numpy().decode("utf-8", "backslashreplace")
     path = source.path_of(image_id)
+    error = example.get("error", tf.constant("")).numpy().decode()
+    if error:  # The guard's reason, found before any decode.
+        return rundir.SkippedImage(image_id, path, error)
     if require_label and int(example["label"]) < 0:
         reason = "no ImageNet label: the file name has no known wnid"
         return rundir.SkippedImage(image_id, path, reason)

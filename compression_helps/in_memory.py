@@ -29,7 +29,8 @@ class InMemoryImages:
 
     Attributes:
       description: where the images come from (`Source.description`).
-      skipped: the images left out (no label, cannot decode) and why.
+      skipped: the images left out (no label, refused by the guard, cannot
+        decode) and why.
       ids: `[N]` str ids of the kept images, in source order.
       labels: `[N]` int32 their labels.
     """
@@ -63,7 +64,8 @@ class InMemoryImages:
                 "image": candidates.decode_image(image_bytes),
             }
 
-        examples = source.dataset.filter(lambda e: e["label"] >= 0)
+        # Unlabelled or refused by the guard: dropped, `diagnose` says why.
+        examples = source.dataset.filter(datasets.usable)
         examples = examples.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         kept = {k: [] for k in ("index", "id", "label", "size", "image")}
         for example in examples.ignore_errors().as_numpy_iterator():

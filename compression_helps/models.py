@@ -15,12 +15,14 @@ import os
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "Classifier",
     "ModelConfig",
     "ModelSpec",
+    "NUM_CLASSES",
     "REGISTRY",
     "WeightsError",
     "center_crop_and_resize",
@@ -30,6 +32,13 @@ __all__ = [
 # Central crop of the shorter side before resizing: the usual ImageNet
 # evaluation crop (224 of 256) for Keras applications.
 DEFAULT_CROP_FRACTION = 0.875
+# Every label is an ImageNet class index (`datasets.wnids()` order).
+NUM_CLASSES = 1000
+# How far a row of probabilities may sum from 1, by output itemsize: a
+# float32 softmax is within about 1e-6, a half-precision one about 1e-2;
+# logits are far off.
+_SUM_TOLERANCE = {4: 1e-3, 2: 2e-2}
+_PROBE_BATCH = 2  # Images of the one check run of a model file.
 
 
 class WeightsError(ValueError):
@@ -199,6 +208,11 @@ class Classifier:
         return int(self.model.output_shape[-1])
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _fetch_keras_weights(spec: ModelSpec) -> str:
     """Keras' own download and cache of `spec.imagenet_weights`."""
     weights = spec.imagenet_weights
@@ -225,9 +239,9 @@ def _load_weights(model: keras.Model, path: str, name: str) -> None:
     try:
         model.load_weights(path)
     except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise WeightsError(
-            f"{path}: cannot load as weights of {name} ({first_line})"
+            f"{path}: cannot load as weights of {name}, damaged or "
+            f"truncated? ({_first_line(e)})"
         ) from None
 
 
@@ -254,15 +268,20 @@ class ModelConfig:
       weights: "imagenet", a weights file, or None for random weights
         (tests only).
       image_size: model input side; None: the model's own.
+      logits: the model file outputs logits, not probabilities: a softmax is
+        applied after it.
     """
 
     name: str = "efficientnet_lite0"
     weights: str | None = "imagenet"
     image_size: int | None = None
+    logits: bool = False
 
     def load(self) -> Classifier:
         """The classifier (`load_classifier`)."""
-        return load_classifier(self.name, self.weights, self.image_size)
+        return load_classifier(
+            self.name, self.weights, self.image_size, self.logits
+        )
 
     def input_files(self) -> list[str]:
         """The model and weights files, whose content changes results."""
@@ -270,40 +289,136 @@ class ModelConfig:
         return [f for f in files if f not in REGISTRY and os.path.isfile(f)]
 
 
+def _load_model_file(path: str) -> keras.Model:
+    """`keras.saving.load_model`, its errors one line naming the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: model file not found")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Zip, HDF5 and deserialisation errors alike.
+        raise ValueError(
+            f"{path}: cannot load as a Keras model, damaged or truncated? "
+            f"({_first_line(e)})"
+        ) from None
+
+
+def _check_shapes(keras_model: keras.Model, name: str) -> None:
+    """One `[B, S, S, 3]` input, one `[B, NUM_CLASSES]` output."""
+    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
+        raise ValueError(
+            f"{name}: needs one input and one output, has "
+            f"{len(keras_model.inputs)} and {len(keras_model.outputs)}"
+        )
+    input_shape = tuple(keras_model.inputs[0].shape)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        raise ValueError(
+            f"{name}: input shape {list(input_shape)} is not [B, S, S, 3]"
+        )
+    output_shape = tuple(keras_model.outputs[0].shape)
+    if len(output_shape) != 2 or output_shape[-1] != NUM_CLASSES:
+        raise ValueError(
+            f"{name}: output shape {list(output_shape)} is not "
+            f"[B, {NUM_CLASSES}] (one score per ImageNet class)"
+        )
+
+
+def _check_probabilities(
+    keras_model: keras.Model, name: str, image_size: int, logits: bool
+) -> None:
+    """Runs the model once: rows of probabilities, unless `logits`."""
+    pixels = np.random.default_rng(0).uniform(
+        0, 255, (_PROBE_BATCH, image_size, image_size, 3)
+    )
+    try:
+        scores = keras_model(pixels.astype(np.float32), training=False)
+        scores = np.asarray(keras.ops.convert_to_numpy(scores))
+    except Exception as e:
+        raise ValueError(
+            f"{name}: cannot run on [{_PROBE_BATCH}, {image_size}, "
+            f"{image_size}, 3] float pixels ({_first_line(e)})"
+        ) from None
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{name}: outputs NaN or infinity on random pixels")
+    sums = scores.astype(np.float64).sum(-1)
+    tolerance = _SUM_TOLERANCE.get(scores.dtype.itemsize, 1e-3)
+    probabilities = scores.min() >= 0 and np.allclose(sums, 1, atol=tolerance)
+    if logits and probabilities:
+        raise ValueError(
+            f"{name}: outputs probabilities (rows sum to 1), not logits; "
+            "drop --logits (logits=True)"
+        )
+    if not logits and not probabilities:
+        raise ValueError(
+            f"{name}: outputs are not probabilities (row sums "
+            f"{np.round(sums, 3).tolist()}, min {scores.min():.3g}); for a "
+            "model that outputs logits pass --logits (logits=True)"
+        )
+
+
+def _with_softmax(keras_model: keras.Model) -> keras.Model:
+    """The model, then a softmax: probabilities out of logits."""
+    probabilities = keras.layers.Softmax(name="softmax_of_logits")(
+        keras_model.outputs[0]
+    )
+    return keras.Model(
+        keras_model.inputs[0], probabilities, name=keras_model.name
+    )
+
+
 def load_classifier(
     model: str,
     weights: str | None = "imagenet",
     image_size: int | None = None,
+    logits: bool = False,
 ) -> Classifier:
-    """Builds a registered model, or loads a Keras model file.
+    """Builds a registered model, or loads and checks a Keras model file.
+
+    A model file is checked at load, so that a wrong one fails in one line
+    before any work: one `[B, S, S, 3]` input, a `[B, 1000]` output (the
+    labels are ImageNet class indices) and, run once on random pixels, rows
+    of probabilities (non-negative, summing to 1), unless `logits`.
 
     Args:
       model: a `REGISTRY` name, or the path of a `.keras` / `.h5` model that
         takes `[B, S, S, 3]` float pixels in [0, 255] (normalise inside the
-        model) and outputs probabilities.
+        model) and outputs probabilities over the 1000 ImageNet classes.
       weights: "imagenet" (Keras' download and cache, or the bundled
         checkpoint for `efficientnet_lite0`), a weights file, or None for
         random weights (tests only). Ignored for model files.
       image_size: input side; default: the model's own.
+      logits: the model file outputs logits: a softmax is applied after it
+        (registered models output probabilities).
 
     Returns:
-      The `Classifier`.
+      The `Classifier`; its model outputs probabilities.
 
     Raises:
-      ValueError: unknown model name.
+      ValueError: unknown model name, or a model file that cannot be loaded
+        or fails a check (one line naming the file and what is wrong).
       WeightsError: weights that cannot be found or loaded.
     """
     if model in REGISTRY:
+        if logits:
+            raise ValueError(
+                f"{model}: outputs probabilities; --logits (logits=True) is "
+                "for model files"
+            )
         spec = REGISTRY[model]()
         image_size = image_size or spec.image_size
         keras_model = _from_registry(spec, weights, image_size)
+        _check_shapes(keras_model, model)  # Softmax by construction.
         preprocess_input = spec.preprocess_input
         crop_fraction, method = spec.crop_fraction, spec.resize_method
     elif model.endswith((".keras", ".h5")):
-        if not os.path.isfile(model):
-            raise ValueError(f"{model}: model file not found")
-        keras_model = keras.saving.load_model(model, compile=False)
-        image_size = image_size or int(keras_model.input_shape[1])
+        keras_model = _load_model_file(model)
+        _check_shapes(keras_model, model)
+        image_size = image_size or keras_model.inputs[0].shape[1]
+        if not image_size:
+            raise ValueError(f"{model}: input size unknown; pass --image_size")
+        image_size = int(image_size)
+        _check_probabilities(keras_model, model, image_size, logits)
+        if logits:
+            keras_model = _with_softmax(keras_model)
         preprocess_input = tf.identity
         crop_fraction, method = DEFAULT_CROP_FRACTION, "bilinear"
     else:

@@ -12,11 +12,19 @@ import io
 
 import numpy as np
 
-from compression_helps import evaluate, files, metrics, rundir, selectors
+from compression_helps import (
+    candidates,
+    evaluate,
+    files,
+    metrics,
+    rundir,
+    selectors,
+)
 
 __all__ = [
     "CONFIDENCE_THRESHOLDS",
     "COLUMNS",
+    "accuracy_vs_cr_figure",
     "plot_accuracy_vs_cr",
     "selections",
     "summarize",
@@ -82,51 +90,96 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy_vs_cr(
-    rows: list[dict], num_candidates: int, path: str, title: str
-) -> None:
-    """Top-1 against CR: the candidates' curve and one marker per selector.
+def accuracy_vs_cr_figure(rows: list[dict], num_candidates: int, title: str):
+    """Top-1 against CR: the JPEG curve, the original and the selectors.
+
+    The QF candidates are one line in order of CR (QF 100 can be larger
+    than the original, so joining the original in would double the line
+    back); the original and each selector are markers of their own; the
+    legend is outside the axes, so it hides no point.
 
     Args:
       rows: `summarize` output; the first `num_candidates` are the single
         candidates (original, QF 100, ...), the rest selectors.
       num_candidates: V.
+      title: plot title.
+
+    Returns:
+      The `matplotlib.figure.Figure`.
+    """
+    # The object-oriented API: no pyplot global state, Agg from the suffix.
+    from matplotlib import ticker
+    from matplotlib.figure import Figure
+
+    singles, others = rows[:num_candidates], rows[num_candidates:]
+    originals = [r for r in singles if r["name"] == candidates.ORIGINAL]
+    qfs = sorted(
+        (r for r in singles if r["name"] != candidates.ORIGINAL),
+        key=lambda r: r["cr"],
+    )
+    figure = Figure(figsize=(9, 4.8), layout="constrained")
+    ax = figure.subplots()
+    ax.plot(
+        [r["cr"] for r in qfs],
+        [r["top1"] for r in qfs],
+        "o-",
+        color="tab:blue",
+        markersize=4,
+        label="every image at one JPEG QF\n(numbers: the QF)",
+    )
+    for r in qfs:
+        ax.annotate(
+            r["name"].removeprefix("qf"),
+            (r["cr"], r["top1"]),
+            fontsize=7,
+            color="tab:blue",
+            textcoords="offset points",
+            xytext=(0, -11),
+            ha="center",
+        )
+    for r in originals:
+        ax.plot(
+            r["cr"],
+            r["top1"],
+            "*",
+            color="black",
+            markersize=10,
+            label="original files",
+        )
+    markers = "sD^vP<>Xph"
+    for i, r in enumerate(others):
+        ax.plot(
+            r["cr"],
+            r["top1"],
+            markers[i % len(markers)],
+            color=f"C{(i + 1) % 10}",
+            label=r["name"],
+        )
+    ax.set_xscale("log")
+    # Plain numbers at 1, 2, 5 x 10^k, not powers of ten.
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("compression ratio vs original files (log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    figure.legend(loc="outside right upper", fontsize=8)
+    return figure
+
+
+def plot_accuracy_vs_cr(
+    rows: list[dict], num_candidates: int, path: str, title: str
+) -> None:
+    """Writes `accuracy_vs_cr_figure` as a PNG.
+
+    Args:
+      rows: `summarize` output (candidates first).
+      num_candidates: V.
       path: PNG to write.
       title: plot title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    candidates, others = rows[:num_candidates], rows[num_candidates:]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(
-        [r["cr"] for r in candidates],
-        [r["top1"] for r in candidates],
-        "o-",
-        color="tab:blue",
-        label="single candidate (original, QF 100..10)",
-    )
-    for r in candidates:
-        ax.annotate(
-            r["name"],
-            (r["cr"], r["top1"]),
-            fontsize=7,
-            textcoords="offset points",
-            xytext=(3, 3),
-        )
-    for r in others:
-        ax.plot(r["cr"], r["top1"], "s", label=r["name"])
-    ax.set_xscale("log")
-    ax.set_xlabel("compression ratio vs original files (log scale)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    accuracy_vs_cr_figure(rows, num_candidates, title).savefig(path, dpi=120)
 
 
 def write_report(

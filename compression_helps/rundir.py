@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from compression_helps import files
+from compression_helps import files, progress
 
 __all__ = [
     "CONFIG_FILE",
@@ -92,9 +92,16 @@ class JsonlCache:
     run recomputes only that record.
     """
 
-    def __init__(self, path: str):
-        """Reads the records already in `path`, if any."""
+    def __init__(self, path: str, progress: Callable[..., None] | None = None):
+        """Reads the records already in `path`, if any.
+
+        Args:
+          path: the log.
+          progress: called as `progress(1, reused=...)` for each record
+            `get_or_compute` returns (e.g. `progress.Progress.add`).
+        """
         self.path = path
+        self._progress = progress
         self.records: dict[str, dict] = {}
         self.computed = self.replayed = 0
         if os.path.exists(path):
@@ -119,6 +126,8 @@ class JsonlCache:
         record = self.records.get(key)
         if record is not None:
             self.replayed += 1
+            if self._progress is not None:
+                self._progress(1, reused=True)
             return record
         record = {**compute(), "key": key}
         self.computed += 1
@@ -126,6 +135,8 @@ class JsonlCache:
         # One write of one whole line: an interruption cuts at most it.
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._progress is not None:
+            self._progress(1)
         return record
 
 
@@ -295,17 +306,21 @@ class RunDir:
         lines = [json.dumps(dataclasses.asdict(s)) + "\n" for s in skipped]
         return self.write_text(ERRORS_FILE, "".join(lines))
 
-    def cache(self, name: str) -> JsonlCache:
+    def cache(
+        self, name: str, progress: Callable[..., None] | None = None
+    ) -> JsonlCache:
         """The append-only log `<root>/<name>` (see `JsonlCache`)."""
-        return JsonlCache(self.path(name))
+        return JsonlCache(self.path(name), progress)
 
     def map_shards(
         self,
         name: str,
         num_items: int,
         shard_size: int,
-        compute: Callable[[int, int], dict[str, np.ndarray]],
-        progress: Callable[[int], None] | None = None,
+        compute: Callable[
+            [int, int, Callable[[int], None]], dict[str, np.ndarray]
+        ],
+        progress: progress.Progress | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Computes, or reads back, the results of each range of items.
 
@@ -319,8 +334,12 @@ class RunDir:
           name: the kind of work, part of the file names.
           num_items: how many items (images) there are.
           shard_size: items per shard (>= 1).
-          compute: `(start, stop) -> arrays` of one range.
-          progress: called with the number of items of each finished range.
+          compute: `(start, stop, report) -> arrays` of one range; it calls
+            `report(n)` as each batch of `n` items finishes, so progress
+            moves within the range (items it never reports, e.g. skipped
+            images, are counted when it returns).
+          progress: counts every range's items: per `report` while one is
+            computed, all at once for one read back.
 
         Yields:
           Each range's arrays, in order.
@@ -343,10 +362,16 @@ class RunDir:
                 except ValueError as e:
                     logging.warning("%s; computing it again", e)
             if arrays is None:
-                arrays = compute(start, stop)
-                files.write_npz(path, arrays)
-            if progress is not None:
-                progress(stop - start)
+                part = (
+                    progress.part(stop - start)
+                    if progress is not None
+                    else contextlib.nullcontext(lambda n: None)
+                )
+                with part as report:
+                    arrays = compute(start, stop, report)
+                    files.write_npz(path, arrays)
+            elif progress is not None:
+                progress.add(stop - start, reused=True)
             yield arrays
 
     def _remove_owned(self) -> None:

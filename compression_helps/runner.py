@@ -12,6 +12,7 @@ import keras
 
 from compression_helps import (
     candidates,
+    checks,
     datasets,
     evaluate,
     models,
@@ -19,7 +20,7 @@ from compression_helps import (
     rundir,
 )
 
-__all__ = ["JOB", "Config", "rebuild_report", "run"]
+__all__ = ["JOB", "Config", "check_config", "rebuild_report", "run"]
 
 JOB = "run_selectors"
 
@@ -55,6 +56,33 @@ class Config:
 RESUMABLE_CHANGES = ("data_service", "jit_compile")
 
 
+def check_config(config: Config) -> tuple[int, ...]:
+    """Refuses settings `run` cannot use, before any image or model is read.
+
+    Args:
+      config: the settings.
+
+    Returns:
+      The qualities, checked.
+
+    Raises:
+      ValueError: one line naming the bad setting; also when nothing
+        answers at `data_service`.
+    """
+    checks.model(config.model)
+    checks.data(config.data)
+    qualities = candidates.validate_qualities(config.qualities)
+    checks.integer("batch_size", config.batch_size, 1)
+    checks.integer("shard_size", config.shard_size, 1)
+    if config.mixed_precision:
+        try:
+            keras.mixed_precision.DTypePolicy(config.mixed_precision)
+        except ValueError as e:
+            raise ValueError(f"mixed_precision: {e}") from None
+    checks.data_service(config.data_service)
+    return qualities
+
+
 def run(
     config: Config, workdir: str, resume: bool = False, verbose: bool = True
 ) -> dict:
@@ -72,9 +100,7 @@ def run(
     Returns:
       The report dict (see `report.write_report`).
     """
-    qualities = candidates.validate_qualities(config.qualities)
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    qualities = check_config(config)
     data = config.data.resolved()
     source = data.load()
     config = dataclasses.replace(config, data=data, qualities=qualities)

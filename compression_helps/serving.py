@@ -3,9 +3,20 @@
 Two serving signatures (STYLE.md, section 6; Model Garden export_base.py):
 
     serve        {"original": [B, S, S, 3] uint8, "qf100": ..., ...}
-                 -> [B, C] probabilities (also `serving_default`)
-    serve_bytes  image_bytes: [B] tf.string image files -> [B, C]; the JPEG
-                 candidates are made inside, as for training
+                 -> {"output_0": [B, C] float32 probabilities}
+                 (also `serving_default`; `loaded.serve(...)` returns the
+                 tensor itself)
+    serve_bytes  {"image_bytes": [B] tf.string image files}
+                 -> {"probabilities": [B, C] float32,
+                     "status": [B] tf.string, "" where the row is valid}
+
+`serve_bytes` makes the JPEG candidates inside, as for training, and checks
+each file first as every data source does (`guard`): a file over the size
+limit, a header claiming too many pixels (a 700-byte JPEG can claim 13000 x
+13000) or a file that cannot be decoded gives a row of zeros and a one-line
+status; the other rows are served. The check reads the header with TF ops
+only (a `tf.numpy_function`, as `guard.tf_bytes_problem` uses, cannot be
+called from a SavedModel loaded in another process).
 
 `experiments/export_savedmodel.py` is its command line
 (`export_from_workdir`).
@@ -21,12 +32,20 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from compression_helps import candidates, files, multi_input, rundir, train
+from compression_helps import (
+    candidates,
+    files,
+    guard,
+    multi_input,
+    rundir,
+    train,
+)
 
 __all__ = [
     "SAVED_MODEL_DIR",
     "SERVE_BYTES_ENDPOINT",
     "SERVE_ENDPOINT",
+    "UNDECODABLE",
     "export_from_workdir",
     "export_saved_model",
 ]
@@ -35,6 +54,8 @@ SERVE_ENDPOINT = "serve"
 SERVE_BYTES_ENDPOINT = "serve_bytes"
 SAVED_MODEL_DIR = "saved_model"  # In the training workdir, by default.
 _SAVED_MODEL_PB = "saved_model.pb"
+UNDECODABLE = "cannot decode image"  # The status of a file TF cannot decode.
+_DEFAULT_LIMITS = guard.Limits()  # Those of the data sources.
 
 
 def _check_export_dir(export_dir: str) -> None:
@@ -57,16 +78,22 @@ def export_saved_model(
     resize: Callable[[tf.Tensor], tf.Tensor],
     export_dir: str,
     qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
+    limits: guard.Limits = _DEFAULT_LIMITS,
 ) -> None:
     """Writes a SavedModel with two serving signatures.
 
     `SERVE_ENDPOINT` (also `serving_default`) takes the V uint8 inputs
-    `{name: [B, S, S, 3] uint8}`; `SERVE_BYTES_ENDPOINT` takes `image_bytes`,
-    `[B]` tf.string image files, and makes the candidates inside
-    (`candidates.make_candidates`: JPEG encode, decode, the backbone's crop
-    and resize, rounding to uint8), exactly as `multi_input.make_dataset`
-    does for training. Both return `[B, C]` probabilities. A file that
-    cannot be decoded fails the whole call (the caller sees which batch).
+    `{name: [B, S, S, 3] uint8}` and returns `[B, C]` probabilities
+    (signature output key `output_0`). `SERVE_BYTES_ENDPOINT` takes
+    `image_bytes`, `[B]` tf.string image files, and makes the candidates
+    inside (`candidates.make_candidates`: JPEG encode, decode, the
+    backbone's crop and resize, rounding to uint8), exactly as
+    `multi_input.make_dataset` does for training. It returns
+    `{"probabilities": [B, C] float32, "status": [B] tf.string}`: status ""
+    for a served row; for a file refused by `limits` (`guard.tf_header_problem`,
+    checked before decoding) or one that cannot be decoded (`UNDECODABLE`)
+    a one-line reason and a row of zeros, while the other rows are served.
+    An empty batch gives `[0, C]` and `[0]`.
     Candidates from `candidates.Codec`s built on `tf.numpy_function` (custom
     tables) cannot be saved: export standard JPEG QFs.
 
@@ -78,6 +105,7 @@ def export_saved_model(
       resize: the backbone's crop and resize (`models.Classifier.resize`).
       export_dir: output directory.
       qualities: JPEG QFs of candidates 1..V-1 (as for `model`).
+      limits: the largest file and the most pixels `serve_bytes` decodes.
 
     Raises:
       ValueError: `export_dir` exists and is not a SavedModel folder.
@@ -86,28 +114,69 @@ def export_saved_model(
     os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
     names = multi_input.input_names(qualities)
     size = int(model.get_layer(names[0]).output.shape[1])  # The InputLayer.
+    num_classes = int(model.output_shape[-1])
     qualities = tuple(qualities)
+    pixels_shape = (len(names), size, size, 3)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve(images: dict[str, tf.Tensor]) -> tf.Tensor:
         return model(images, training=False)
 
-    def pixels_of(image_bytes: tf.Tensor) -> tf.Tensor:
-        example = {"image_bytes": image_bytes}
-        return candidates.make_candidates(example, resize, qualities)["pixels"]
-
-    def serve_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
-        # Candidates are made on the host, image by image (JPEG ops are not
-        # batched); [B, V, S, S, 3] uint8.
-        pixels = tf.map_fn(
-            pixels_of,
-            image_bytes,
-            fn_output_signature=tf.TensorSpec(
-                (len(names), size, size, 3), tf.uint8
-            ),
+    def checked_pixels(index: tf.Tensor, image_bytes: tf.Tensor):
+        problem = guard.tf_header_problem(image_bytes, limits)
+        pixels = tf.cond(  # Refused files are never decoded.
+            tf.equal(problem, ""),
+            lambda: candidates.make_candidates(
+                {"image_bytes": image_bytes}, resize, qualities
+            )["pixels"],
+            lambda: tf.zeros(pixels_shape, tf.uint8),
         )
-        return serve(multi_input.to_inputs({"pixels": pixels}, names))
+        return index, problem, pixels  # [], [], [V, S, S, 3] uint8
+
+    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        count = tf.shape(image_bytes, out_type=tf.int64)[0]
+        # Candidates are made on host threads, image by image (JPEG ops are
+        # not batched). A file whose decoding fails is dropped by
+        # `ignore_errors` instead of failing the batch; its index is missing
+        # below, which gives its status.
+        batches = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+            .map(checked_pixels, num_parallel_calls=tf.data.AUTOTUNE)
+            .ignore_errors()
+            .batch(tf.maximum(count, 1))
+        )
+        nothing = (
+            tf.zeros([0], tf.int64),
+            tf.zeros([0], tf.string),
+            tf.zeros((0, *pixels_shape), tf.uint8),
+        )
+        # At most one batch; none when the batch is empty or all dropped.
+        index, problem, pixels = (
+            batches.concatenate(tf.data.Dataset.from_tensors(nothing))
+            .take(1)
+            .get_single_element()
+        )
+        served = tf.where(tf.equal(problem, ""))[:, 0]
+        probabilities = tf.cond(
+            tf.size(served) > 0,
+            lambda: serve(
+                multi_input.to_inputs(
+                    {"pixels": tf.gather(pixels, served)}, names
+                )
+            ),
+            lambda: tf.zeros([0, num_classes]),
+        )
+        return {
+            "probabilities": tf.scatter_nd(
+                tf.gather(index, served)[:, None],
+                probabilities,
+                tf.stack([count, num_classes]),
+            ),
+            "status": tf.tensor_scatter_nd_update(
+                tf.fill([count], UNDECODABLE), index[:, None], problem
+            ),
+        }
 
     image_spec = {
         name: tf.TensorSpec((None, size, size, 3), tf.uint8, name=name)

@@ -103,6 +103,9 @@ def split(source: datasets.Source, part: str, seed: int = 0) -> datasets.Source:
         num_examples=len(indices),
         description=f"{source.description} ({part} half, seed {seed})",
         known_labels=None if known is None else known[indices],
+        known_ids=None
+        if source.known_ids is None
+        else source.known_ids[indices],
         read_indices=read_indices,
     )
 

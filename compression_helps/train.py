@@ -51,6 +51,7 @@ from absl import logging
 from compression_helps import (
     candidates,
     checkpoint,
+    checks,
     datasets,
     distribute,
     evaluate,
@@ -70,6 +71,7 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "RESULTS_FILE",
     "Config",
+    "check_config",
     "make_optimizer",
     "read_config",
     "smoke_config",
@@ -272,16 +274,40 @@ def _features_key(
     )
 
 
-def _check(config: Config) -> tuple[int, ...]:
-    if config.head_init not in multi_input.HEAD_INITS:
-        raise ValueError(
-            f"head_init must be one of {multi_input.HEAD_INITS}: "
-            f"{config.head_init!r}"
-        )
-    make_optimizer(config.optimizer, config.learning_rate)  # Checks the name.
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
-    return tuple(candidates.validate_qualities(config.qualities))
+def check_config(config: Config) -> tuple[int, ...]:
+    """Refuses settings `train_and_evaluate` cannot use, before any work.
+
+    Pure Python (no TensorFlow op): a multi-worker strategy must still be
+    the first TensorFlow work after it.
+
+    Args:
+      config: the settings.
+
+    Returns:
+      The qualities, checked.
+
+    Raises:
+      ValueError: one line naming the bad setting; also when nothing
+        answers at `data_service`.
+    """
+    checks.model(config.model)
+    checks.data(config.data)
+    qualities = tuple(candidates.validate_qualities(config.qualities))
+    if config.num_eval is not None:
+        checks.integer("num_eval", config.num_eval, 1, note="None: a fraction")
+    checks.number(
+        "eval_fraction", config.eval_fraction, 0, 1, open_interval=True
+    )
+    checks.integer("seed", config.seed)
+    checks.one_of("head_init", config.head_init, multi_input.HEAD_INITS)
+    checks.one_of("optimizer", config.optimizer, OPTIMIZERS)
+    checks.number("learning_rate", config.learning_rate, 0, open_interval=True)
+    checks.integer("epochs", config.epochs, 1)
+    checks.integer("batch_size", config.batch_size, 1)
+    checks.one_of("strategy", config.strategy, distribute.STRATEGIES)
+    checks.integer("num_cpu_devices", config.num_cpu_devices, 0)
+    checks.data_service(config.data_service)
+    return qualities
 
 
 def train_and_evaluate(
@@ -310,11 +336,11 @@ def train_and_evaluate(
         (another job's or user's, in use, or resumed with other settings).
     """
     start = time.time()
-    # First: a multi-worker strategy must exist before any other TF work.
+    qualities = check_config(config)
+    # Next: a multi-worker strategy must exist before any other TF work.
     strategy = distribute.make_strategy(
         config.strategy, config.tpu, config.num_cpu_devices
     )
-    qualities = _check(config)
     data = config.data.resolved()
     source = data.load()
     if source.num_examples is None:

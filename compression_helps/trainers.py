@@ -56,6 +56,12 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def _num_labelled(source: datasets.Source) -> int | None:
+    # For the progress only: no pass over the data to count them.
+    known = source.known_labels
+    return None if known is None else int(np.sum(known >= 0))
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What both ways of training need.
@@ -133,6 +139,7 @@ def on_features(
         data_service=job.data_service,
         verbose=job.verbose,
         write=write,
+        num_examples=_num_labelled(job.source),
     )
 
     def example_fn(example):  # One image's work, re-run for the reason.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from compression_helps import candidates, evaluate, metrics
+from compression_helps import candidates, checks, evaluate, metrics
 
 __all__ = [
     "GAIN_DROPS",
@@ -163,7 +163,11 @@ def gain_intervals(
       over the resamples where both curves reach the target, "defined":
       the fraction of resamples where they do}; low and high None where
       none does.
+
+    Raises:
+      ValueError: num_resamples < 1 (there would be no interval to give).
     """
+    checks.integer("num_resamples", num_resamples, 1)
     rng = np.random.default_rng(seed)
     samples: dict[tuple[str, float], list[float]] = {}
     for _ in range(num_resamples):

@@ -18,10 +18,16 @@ import dataclasses
 import os
 from typing import Any
 
-import keras
 import numpy as np
 
-from compression_helps import candidates, datasets, files, rundir, splits
+from compression_helps import (
+    candidates,
+    checks,
+    datasets,
+    files,
+    progress,
+    rundir,
+)
 from deepn_jpeg import report, statistics, tables
 
 __all__ = [
@@ -98,38 +104,23 @@ def check_config(config: Config) -> None:
     Raises:
       ValueError: one line naming the bad setting.
     """
+    checks.data(config.data)
     if not config.variants:
         raise ValueError("variants: give at least one PLM variant")
     for variant in config.variants:
-        if variant not in tables.PLM_VARIANTS:
-            raise ValueError(
-                f"variant must be in {tables.PLM_VARIANTS}, got {variant!r}"
-            )
+        checks.one_of("variant", variant, tables.PLM_VARIANTS)
     if len(set(config.variants)) < len(config.variants):
         raise ValueError(f"variants repeat: {','.join(config.variants)}")
-    if config.per_class is not None and config.per_class < 1:
-        raise ValueError(
-            f"per_class must be >= 1 (or None: all), got {config.per_class}"
-        )
-    if config.chroma_subsampling not in statistics.CHROMA_SUBSAMPLINGS:
-        raise ValueError(
-            f"chroma_subsampling must be one of "
-            f"{statistics.CHROMA_SUBSAMPLINGS}, got "
-            f"{config.chroma_subsampling!r}"
-        )
-    if not 1 <= config.reference_quality <= 100:
-        raise ValueError(
-            f"reference_quality must be in [1, 100], got "
-            f"{config.reference_quality}"
-        )
-    if config.shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {config.shard_size}")
-    if config.data.split not in splits.SPLITS:
-        raise ValueError(
-            f"split must be one of {splits.SPLITS}, got {config.data.split!r}"
-        )
-    if config.data.limit is not None and config.data.limit < 1:
-        raise ValueError(f"limit must be >= 1, got {config.data.limit}")
+    if config.per_class is not None:
+        checks.integer("per_class", config.per_class, 1, note="None: all")
+    checks.integer("seed", config.seed)
+    checks.one_of(
+        "chroma_subsampling",
+        config.chroma_subsampling,
+        statistics.CHROMA_SUBSAMPLINGS,
+    )
+    checks.integer("reference_quality", config.reference_quality, 1, 100)
+    checks.integer("shard_size", config.shard_size, 1)
     for variant in config.variants:  # Bad PLM parameters (e.g. t1 > t2).
         tables.plm(0.0, variant, **_plm_kwargs(variant, config.plm))
 
@@ -222,12 +213,13 @@ def _band_statistics(
         image = candidates.decode_image(example["image_bytes"])
         return statistics.image_sums(image, config.chroma_subsampling)
 
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+    def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
         indices = chosen[start:stop]
         stats, done = statistics.compute_with_indices(
             source.select(indices),
             config.chroma_subsampling,
             ignore_errors=True,
+            progress=report,
         )
         missing = sorted(set(indices.tolist()) - set(done.tolist()))
         skipped = [
@@ -239,16 +231,16 @@ def _band_statistics(
             "skipped": rundir.SkippedImage.to_array(skipped),
         }
 
-    progress = keras.utils.Progbar(
-        len(chosen), unit_name="image", verbose=1 if verbose else 0
-    )
     stats = statistics.BandStatistics.empty(config.chroma_subsampling)
     skipped = []
-    for arrays in run_dir.map_shards(
-        _SHARD_NAME, len(chosen), config.shard_size, compute, progress.add
-    ):
-        stats = stats.merge(statistics.BandStatistics.from_arrays(arrays))
-        skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
+    with progress.Progress(
+        len(chosen), "image", "DCT statistics", verbose=verbose
+    ) as bar:
+        for arrays in run_dir.map_shards(
+            _SHARD_NAME, len(chosen), config.shard_size, compute, bar
+        ):
+            stats = stats.merge(statistics.BandStatistics.from_arrays(arrays))
+            skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
     return stats, skipped
 
 

@@ -47,10 +47,12 @@ from absl import logging
 
 from compression_helps import (
     candidates,
+    checks,
     datasets,
     evaluate,
     in_memory,
     models,
+    progress,
     rundir,
 )
 from deepn_jpeg import (
@@ -67,6 +69,7 @@ __all__ = [
     "SUMMARY_FILE",
     "TRIALS_FILE",
     "Config",
+    "check_config",
     "fit_scale",
     "run",
     "score",
@@ -119,10 +122,17 @@ class Config:
 
 
 def smoke(config: Config) -> Config:
-    """A quick check of `config`: 16 images, its first budget, 3 trials."""
+    """A quick check: the fit half (16) of the first 32 images, one budget.
+
+    Args:
+      config: the settings to shrink.
+
+    Returns:
+      Its first budget, 3 trials, on 16 fit images.
+    """
     return dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data, limit=16),
+        data=dataclasses.replace(config.data, limit=32),
         budget_qualities=config.budget_qualities[:1],
         max_trials=3,
     )
@@ -382,29 +392,30 @@ def _fit_budget(
     return budget
 
 
-def _validate(config: Config) -> None:
-    for name in config.families:
-        if name not in families.FAMILIES:
-            raise ValueError(
-                f"family must be one of {families.FAMILIES}, got {name!r}"
-            )
+def check_config(config: Config) -> None:
+    """Refuses settings `run` cannot use, before any image or model is read.
+
+    Args:
+      config: the settings.
+
+    Raises:
+      ValueError: one line naming the bad setting.
+    """
+    checks.model(config.model)
+    checks.data(config.data)
     if not config.families:
         raise ValueError("no table family to fit")
+    for name in config.families:
+        checks.one_of("family", name, families.FAMILIES)
     candidates.validate_qualities(config.budget_qualities)
     codec.check_subsampling(config.subsampling)
-    for name in ("max_trials", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ValueError(
-                f"{name} must be >= 1, got {getattr(config, name)}"
-            )
-    if not 0 < config.budget_tolerance < 1:
-        raise ValueError(
-            f"budget_tolerance must be in (0, 1), got {config.budget_tolerance}"
-        )
-    if not math.isfinite(config.tie_weight) or config.tie_weight < 0:
-        raise ValueError(
-            f"tie_weight must be finite and >= 0, got {config.tie_weight}"
-        )
+    checks.integer("max_trials", config.max_trials, 1)
+    checks.integer("batch_size", config.batch_size, 1)
+    checks.integer("seed", config.seed)
+    checks.number(
+        "budget_tolerance", config.budget_tolerance, 0, 1, open_interval=True
+    )
+    checks.number("tie_weight", config.tie_weight, 0)
 
 
 def run(
@@ -433,7 +444,7 @@ def run(
       ValueError: bad settings (before the model loads), resuming with
         other settings, or a budget no table of a family meets.
     """
-    _validate(config)
+    check_config(config)
     data = dataclasses.replace(config.data, split="fit").resolved()
     config = dataclasses.replace(
         config,
@@ -459,7 +470,17 @@ def run(
             config.model.load(), source, config.batch_size
         )
         run_dir.write_errors(images.skipped)
-        log = run_dir.cache(TRIALS_FILE)
+        # The original, then per budget standard JPEG and each family's
+        # trials (a search may stop before its last trial).
+        shown = progress.Progress(
+            1
+            + len(config.budget_qualities)
+            * (1 + len(config.families) * config.max_trials),
+            "measurement",
+            "fitting tables",
+            verbose=verbose,
+        )
+        log = run_dir.cache(TRIALS_FILE, shown.add)
         summary = {
             "model": config.model.name,
             "images": source.description,
@@ -470,10 +491,11 @@ def run(
             ),
             "budgets": [],
         }
-        for quality in config.budget_qualities:
-            summary["budgets"].append(
-                _fit_budget(quality, images, stats, log, run_dir, config)
-            )
+        with shown:
+            for quality in config.budget_qualities:
+                summary["budgets"].append(
+                    _fit_budget(quality, images, stats, log, run_dir, config)
+                )
         summary["trials_computed"] = log.computed
         summary["trials_replayed"] = log.replayed
         run_dir.write_json(SUMMARY_FILE, summary)

@@ -28,7 +28,6 @@ rewritten since it began.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from compression_helps import (
     candidates,
+    checks,
     datasets,
     evaluate,
     files,
@@ -49,6 +49,7 @@ __all__ = [
     "PLOT_FILE",
     "RESULT_FILE",
     "Config",
+    "check_config",
     "curve_tables",
     "load_tablesets",
     "run",
@@ -202,19 +203,12 @@ def load_tablesets(
     Raises:
       FileNotFoundError: a path without tables.
       ValueError: duplicate or reserved names, or a file that is not a
-        valid tables file (one line naming it).
+        valid tables file (one line naming it, `tables.load_json`).
     """
-    found = {}
-    for name, file in tables_files(paths).items():
-        try:
-            found[name] = tables.load_json(file)
-        except (ValueError, KeyError, TypeError) as e:
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ValueError(
-                f"{file}: not a valid tables file ({type(e).__name__}: "
-                f"{detail})"
-            ) from None
-    return found
+    return {
+        name: tables.load_json(file)
+        for name, file in tables_files(paths).items()
+    }
 
 
 def curve_tables(
@@ -285,27 +279,32 @@ def _codecs(
     ]
 
 
-def _validate(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Checks every setting (one-line ValueErrors); returns the table sets."""
+def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Refuses settings `run` cannot use, before any image or model is read.
+
+    Args:
+      config: the settings.
+
+    Returns:
+      The table sets of `config.tables` (`load_tablesets`).
+
+    Raises:
+      ValueError: one line naming the bad setting or tables file.
+      FileNotFoundError: a tables path without tables.
+    """
+    checks.model(config.model)
+    checks.data(config.data)
     candidates.validate_qualities(config.qualities)
     codec.check_subsampling(config.subsampling)
-    for name in ("batch_size", "shard_size"):
-        if getattr(config, name) < 1:
-            raise ValueError(
-                f"{name} must be >= 1, got {getattr(config, name)}"
-            )
-    if config.bootstrap < 0:
-        raise ValueError(f"bootstrap must be >= 0, got {config.bootstrap}")
-    drops = list(config.gain_drops)
+    checks.integer("batch_size", config.batch_size, 1)
+    checks.integer("shard_size", config.shard_size, 1)
+    checks.integer("bootstrap", config.bootstrap, 0, note="0: no intervals")
+    checks.integer("diagnostic_quality", config.diagnostic_quality, 1, 100)
+    drops = [checks.number("gain_drops", d) for d in config.gain_drops]
     if not drops:
         raise ValueError("gain_drops is empty")
-    if not all(math.isfinite(d) for d in drops) or len(set(drops)) < len(drops):
+    if len(set(drops)) < len(drops):
         raise ValueError(f"gain_drops must be distinct numbers, got {drops}")
-    if not 1 <= config.diagnostic_quality <= 100:
-        raise ValueError(
-            "diagnostic_quality must be in [1, 100], got "
-            f"{config.diagnostic_quality}"
-        )
     tablesets = load_tablesets(config.tables)
     curve_tables(tablesets, 50, config.diagnostics)  # Unknown diagnostics.
     return tablesets
@@ -334,7 +333,7 @@ def run(
         or a workdir that cannot be resumed.
       FileNotFoundError: missing tables or images.
     """
-    tablesets = _validate(config)
+    tablesets = check_config(config)
     table_files = tables_files(config.tables)
     data = config.data.resolved()
     config = dataclasses.replace(

@@ -14,7 +14,9 @@ __all__: list[str] = [
     "plot_design",
     "fit_summary_text",
     "plot_rate_accuracy",
+    "rate_accuracy_figure",
     "rate_accuracy_text",
+    "same_curves",
 ]
 
 # --- design (design_qtable.py) ---
@@ -130,12 +132,41 @@ def _curve_label_and_style(curve: str, diagnostic: bool) -> tuple[str, str]:
     return curve, "^:" if diagnostic else "d-."
 
 
-def plot_rate_accuracy(result: dict, path: str) -> None:
-    """Top-1 and top-5 against bits per pixel, one line per curve.
+def same_curves(curve_points: dict[str, list[dict]]) -> list[list[str]]:
+    """The curves (but the original) grouped by identical points, in order.
+
+    Tables that quantize alike (e.g. the PLM's "paper" and "monotone"
+    variants on statistics where they differ in no step) give the same
+    files, so the same bytes and accuracies.
+
+    Args:
+      curve_points: curve name -> its points (`comparison.curves`).
+
+    Returns:
+      One list of curve names per distinct curve, in first-seen order.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for curve, points in curve_points.items():
+        if curve == "original":
+            continue
+        key = tuple(
+            sorted(
+                (p.get("quality"), p["bpp"], p["top1"], p["top5"])
+                for p in points
+            )
+        )
+        groups.setdefault(key, []).append(curve)
+    return list(groups.values())
+
+
+def rate_accuracy_figure(result: dict):
+    """Top-1 and top-5 against bits per pixel, one line per distinct curve.
 
     Args:
       result: the dict `rate_accuracy.run` returns.
-      path: output PNG (callers pass a `rundir.atomic_path`).
+
+    Returns:
+      The `matplotlib.figure.Figure`.
     """
     # The object-oriented API: no pyplot global state, Agg from the suffix.
     from matplotlib import ticker
@@ -144,14 +175,18 @@ def plot_rate_accuracy(result: dict, path: str) -> None:
     curve_points = result["curves"]
     original = curve_points["original"][0]
     diagnostic = set(result.get("diagnostic_curves", ()))
-    figure = Figure(figsize=(13, 5.5))
+    figure = Figure(figsize=(13, 6.5), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, key in zip(axes, ("top1", "top5"), strict=True):
-        for curve, points in curve_points.items():
-            if curve == "original":
-                continue
-            ordered = sorted(points, key=lambda p: p["bpp"])
-            label, style = _curve_label_and_style(curve, curve in diagnostic)
+        for names in same_curves(curve_points):
+            ordered = sorted(curve_points[names[0]], key=lambda p: p["bpp"])
+            labels, styles = zip(
+                *(_curve_label_and_style(n, n in diagnostic) for n in names),
+                strict=True,
+            )
+            # One line for curves that coincide, named after all of them:
+            # a second line would hide under the first.
+            label, style = " = ".join(labels), styles[0]
             ax.plot(
                 [p["bpp"] for p in ordered],
                 [p[key] for p in ordered],
@@ -173,10 +208,25 @@ def plot_rate_accuracy(result: dict, path: str) -> None:
         ax.set_xlabel("bits per pixel (log scale)")
         ax.set_ylabel(f"{key} accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    # One legend for both, below them: it hides no point.
+    figure.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=4,
+        fontsize=8,
+    )
     figure.suptitle(f"{result['model']}, {result['n_images']} images")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    return figure
+
+
+def plot_rate_accuracy(result: dict, path: str) -> None:
+    """Writes `rate_accuracy_figure` as a PNG.
+
+    Args:
+      result: the dict `rate_accuracy.run` returns.
+      path: output PNG (callers pass a `rundir.atomic_path`).
+    """
+    rate_accuracy_figure(result).savefig(path, dpi=120)
 
 
 def _gain_cell(gain: dict) -> str:

@@ -35,12 +35,14 @@ which is what a 4:2:0 encoder quantizes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import candidates, files
+from compression_helps import candidates, datasets, files
 
 __all__ = [
     "BLOCK_SIZE",
@@ -401,6 +403,7 @@ def compute_with_indices(
     dataset: tf.data.Dataset,
     chroma_subsampling: str = "4:4:4",
     ignore_errors: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[BandStatistics, np.ndarray]:
     """FCA of DeepN-JPEG, Sec. 3.2: DCT band statistics of a data set.
 
@@ -410,11 +413,13 @@ def compute_with_indices(
 
     Args:
       dataset: dicts with "image_bytes" (scalar tf.string, an encoded image
-        file) and optionally "index" (int64), as `compression_helps.datasets`
+        file) and optionally "index" (int64) and "error" (tf.string; those
+        with one are left out, undecoded), as `compression_helps.datasets`
         yields.
       chroma_subsampling: "4:4:4" (the paper) or "4:2:0".
       ignore_errors: skip images that fail to decode instead of raising
         (`num_images` then counts only the analysed ones).
+      progress: called with 1 after each analysed image.
 
     Returns:
       The statistics, and `[K]` int64 the "index" of each analysed example
@@ -428,7 +433,9 @@ def compute_with_indices(
         index = example.get("index", tf.constant(-1, tf.int64))
         return {**sums, "index": tf.cast(index, tf.int64)}
 
-    sums = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
+    # Never decode what the source's guard refused; labels do not matter.
+    usable = functools.partial(datasets.usable, require_label=False)
+    sums = dataset.filter(usable).map(per_image, tf.data.AUTOTUNE)
     if ignore_errors:
         sums = sums.ignore_errors()
     totals = BandStatistics.empty(chroma_subsampling).to_arrays()
@@ -436,6 +443,8 @@ def compute_with_indices(
     for image in sums.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
         indices.append(image.pop("index"))
         totals.update({k: totals[k] + v for k, v in image.items()})
+        if progress is not None:
+            progress(1)
     return BandStatistics.from_arrays(totals), np.array(indices, np.int64)
 
 

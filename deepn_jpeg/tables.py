@@ -81,6 +81,7 @@ PLM_VARIANTS = ("paper", "monotone")
 # Baseline JPEG stores 8-bit steps.
 _MIN_STEP, _MAX_STEP = 1, 255
 _JSON_FORMAT = "deepn_jpeg.qtables/1"
+_MAX_JSON_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,20 +200,42 @@ def validate_qtable(qtable: Any) -> np.ndarray:
       `[8, 8]` int32.
 
     Raises:
-      ValueError: not 64 integers in [1, 255].
+      ValueError: not 64 integers in [1, 255] (one line).
     """
-    array = np.asarray(qtable)
+    # Entries as a JSON file may hold them: strings, None, booleans.
+    bad = [v for v in _leaves(qtable) if not _is_number(v)]
+    if bad:
+        raise ValueError(f"qtable entries must be integers, got {bad[0]!r}")
+    try:
+        array = np.asarray(qtable, dtype=np.float64)  # Also ints > int64.
+    except ValueError:  # Ragged nesting, e.g. a row of 7.
+        raise ValueError("a qtable has 8 rows of 8 entries") from None
     if array.size != 64:
         raise ValueError(f"a qtable has 64 entries, got shape {array.shape}")
-    if not np.all(np.equal(np.mod(array, 1), 0)):
-        raise ValueError("qtable entries must be integers")
-    array = array.astype(np.int64).reshape(8, 8)
+    with np.errstate(invalid="ignore"):  # mod(inf, 1) is NaN: refused.
+        fractional = ~np.isfinite(array) | (np.mod(array, 1) != 0)
+    if np.any(fractional):
+        bad = array[fractional].ravel()[0].item()
+        raise ValueError(f"qtable entries must be integers, got {bad!r}")
     if array.min() < _MIN_STEP or array.max() > _MAX_STEP:
         raise ValueError(
             f"baseline qtable entries must be in [1, 255], got "
-            f"[{array.min()}, {array.max()}]"
+            f"[{array.min():g}, {array.max():g}]"
         )
-    return array.astype(np.int32)
+    return array.astype(np.int32).reshape(8, 8)
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The entries of nested lists and arrays, as Python values."""
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if hasattr(value, "__array__"):  # NumPy arrays and scalars, tensors.
+        return np.asarray(value).ravel().tolist()
+    return [value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def ijg_scale_factor(quality: int) -> int:
@@ -316,12 +339,24 @@ def from_json(text: str) -> tuple[np.ndarray, np.ndarray]:
       `(luma, chroma)`, `[8, 8]` int32 each.
 
     Raises:
-      ValueError: not a qtables document, or invalid tables.
+      ValueError: not JSON, not a qtables document, or invalid tables (one
+        line saying which).
     """
-    data = json.loads(text)
-    if data.get("format") != _JSON_FORMAT:
+    try:
+        data = json.loads(text)
+    except ValueError as e:  # JSONDecodeError: one line with the position.
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != _JSON_FORMAT:
         raise ValueError(f"not a {_JSON_FORMAT} document")
-    return validate_qtable(data["luma"]), validate_qtable(data["chroma"])
+    found = []
+    for key in ("luma", "chroma"):
+        if key not in data:
+            raise ValueError(f"no {key} table")
+        try:
+            found.append(validate_qtable(data[key]))
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    return found[0], found[1]
 
 
 def qtables_filename(name: str, extension: str) -> str:
@@ -362,9 +397,24 @@ def load_json(path: str) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
       `(luma, chroma)`, `[8, 8]` int32 each.
+
+    Raises:
+      OSError: the file cannot be opened (its message names it).
+      ValueError: `<path>: not a valid tables file (<why>)`, one line.
     """
-    with open(path) as f:
-        return from_json(f.read())
+    with open(path, "rb") as f:
+        # Bounded: a tables file is about 1 KB, `path` may be a device.
+        data = f.read(_MAX_JSON_BYTES + 1)
+    try:
+        if len(data) > _MAX_JSON_BYTES:
+            raise ValueError(f"larger than {_MAX_JSON_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+        return from_json(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a valid tables file ({e})") from None
 
 
 def to_cjpeg_qtables(tables: Sequence[Any], comment: str | None = None) -> str:

@@ -3,9 +3,11 @@ r"""Exports a trained multi-input model (Yang et al. 2021) as a SavedModel.
 Reads model.keras and config.json from a train_multi_input.py --workdir and
 writes a SavedModel with two signatures: `serve` (also `serving_default`)
 takes the V uint8 candidate images keyed by input name (`original`, `qf100`,
-..., `qf10`, each `[B, S, S, 3]`); `serve_bytes` takes `image_bytes`, a `[B]`
-batch of encoded images, and makes the JPEG candidates itself. Both return
-`[B, 1000]` class probabilities. An export inside the workdir (the default,
+..., `qf10`, each `[B, S, S, 3]`) and returns `[B, 1000]` class
+probabilities (`output_0`); `serve_bytes` takes `image_bytes`, a `[B]` batch
+of encoded images, makes the JPEG candidates itself and returns
+`{"probabilities": [B, 1000], "status": [B]}` ("" for a served file, else
+why it was refused). An export inside the workdir (the default,
 <workdir>/saved_model) is part of the run: a fresh training run there
 removes it.
 

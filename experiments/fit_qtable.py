@@ -31,7 +31,8 @@ pass): about 25 minutes with the defaults (2 families x 3 budgets x 40
 trials), then about 7 minutes for the held-out evaluation above.
 `--resume` replays the logged trials of an interrupted run and goes on
 (also with a larger --max_trials; other changes are refused).
-`--smoke`: 16 images, one budget, 3 trials (a quick check).
+`--smoke`: the fit half (16) of the first 32 images, one budget, 3 trials
+(a quick check).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from experiments import common
 _CONFIG = common.define_config_flags(fit.Config, omit=("split",))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output dir.", required=True)
 _RESUME = common.define_resume_flag("search (replays its logged trials)")
-_SMOKE = flags.DEFINE_bool("smoke", False, "16 images, 1 budget, 3 trials.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False, "16 fit images (half of the first 32), 1 budget, 3 trials."
+)
 
 
 @common.report_errors

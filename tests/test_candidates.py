@@ -131,6 +131,23 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
         indices = [i for b in batches for i in b["index"].numpy().tolist()]
         self.assertEqual(indices, [0, 2])
 
+    def test_examples_the_guard_refused_are_dropped_before_decoding(self):
+        good = testing_utils.jpeg_bytes(testing_utils.random_image())
+        ds = tf.data.Dataset.from_tensor_slices(
+            {
+                "index": [0, 1, 2],
+                "id": ["a", "b", "c"],
+                # Decodable bytes: only its error can drop example 2.
+                "image_bytes": [good, good, good],
+                "label": [0, -1, 0],
+                "error": ["", "", "too many pixels: ..."],
+            }
+        )
+        batches = list(candidates.candidate_batches(ds, resize, QUALITIES, 8))
+        # Unlabelled examples are the caller's to drop.
+        self.assertEqual(batches[0]["index"].numpy().tolist(), [0, 1])
+        self.assertNotIn("error", batches[0])
+
 
 class RealImageSizesTest(tf.test.TestCase):
     def test_sizes_fall_with_quality_on_every_sample_image(self):

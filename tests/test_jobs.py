@@ -419,7 +419,7 @@ def _start_script(name, *flags):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=testing_utils.script_environment(),
     )
 
 

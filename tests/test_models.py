@@ -10,7 +10,33 @@ from compression_helps import models
 from tests import testing_utils
 
 
-class RegistryTest(tf.test.TestCase, parameterized.TestCase):
+class OneLineErrorMixin:
+    def assert_one_line_error(self, path, reason, function, *args, **kwargs):
+        """`function(...)` raises a one-line ValueError `<path>: ...`."""
+        with self.assertRaises(ValueError) as e:
+            function(*args, **kwargs)
+        message = str(e.exception)
+        self.assertNotIn("\n", message)
+        self.assertStartsWith(message, f"{path}: ")
+        self.assertIn(reason, message)
+
+
+def truncate_to_half(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def save_model(path, outputs_of, input_shape=(16, 16, 3)):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Rescaling(1 / 255.0)(inputs)
+    )
+    keras.Model(inputs, outputs_of(x)).save(path)
+    return path
+
+
+class RegistryTest(OneLineErrorMixin, tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters(("inception_v3", 299), ("resnet50v2", 224))
     def test_keras_applications_build_at_their_own_size(self, name, size):
         classifier = models.load_classifier(name, weights=None)
@@ -68,6 +94,132 @@ class RegistryTest(tf.test.TestCase, parameterized.TestCase):
     def test_missing_model_file(self):
         with self.assertRaisesRegex(ValueError, "model file not found"):
             models.load_classifier("/nowhere/m.keras")
+
+    def test_damaged_weights_file_is_one_line_naming_it(self):
+        path = self.create_tempdir().full_path + "/w.weights.h5"
+        models.load_classifier("resnet50v2", None, 32).model.save_weights(path)
+        truncate_to_half(path)
+        self.assert_one_line_error(
+            path, "truncated", models.load_classifier, "resnet50v2", path, 32
+        )
+
+
+class ModelFileChecksTest(OneLineErrorMixin, tf.test.TestCase):
+    """A model file whose outputs are not ImageNet probabilities fails at
+    load, in one line naming it, before any work."""
+
+    def setUp(self):
+        super().setUp()
+        self.folder = self.create_tempdir().full_path
+
+    def test_wrong_number_of_classes(self):
+        path = save_model(
+            self.folder + "/ten.keras",
+            keras.layers.Dense(10, activation="softmax"),
+        )
+        for logits in (False, True):
+            self.assert_one_line_error(
+                path,
+                "[None, 10] is not [B, 1000]",
+                models.load_classifier,
+                path,
+                logits=logits,
+            )
+
+    def test_logits_need_the_logits_flag_which_adds_a_softmax(self):
+        path = save_model(
+            self.folder + "/logits.keras", keras.layers.Dense(1000)
+        )
+        self.assert_one_line_error(
+            path, "not probabilities", models.load_classifier, path
+        )
+        self.assert_one_line_error(
+            path, "pass --logits", models.ModelConfig(path, None).load
+        )
+        classifier = models.ModelConfig(path, None, logits=True).load()
+        pixels = np.random.default_rng(1).uniform(0, 255, (3, 16, 16, 3))
+        logits = keras.saving.load_model(path)(pixels)
+        probabilities = classifier.model(pixels)
+        self.assertAllClose(probabilities, tf.nn.softmax(logits), atol=1e-6)
+        self.assertEqual(classifier.model.input_shape, (None, 16, 16, 3))
+
+    def test_probabilities_with_the_logits_flag(self):
+        path = testing_utils.tiny_model_file(self.folder)
+        self.assert_one_line_error(
+            path, "drop --logits", models.load_classifier, path, logits=True
+        )
+        with self.assertRaisesRegex(ValueError, "for model files"):
+            models.ModelConfig("resnet50v2", None, 32, logits=True).load()
+
+    def test_non_negative_scores_that_do_not_sum_to_one(self):
+        path = save_model(
+            self.folder + "/relu.keras",
+            keras.layers.Dense(1000, activation="relu"),
+        )
+        self.assert_one_line_error(
+            path, "not probabilities", models.load_classifier, path
+        )
+
+    def test_two_outputs(self):
+        path = save_model(
+            self.folder + "/two.keras",
+            lambda x: [
+                keras.layers.Dense(1000, activation="softmax")(x),
+                keras.layers.Dense(1)(x),
+            ],
+        )
+        self.assert_one_line_error(
+            path, "one output", models.load_classifier, path
+        )
+
+    def test_input_of_any_size_needs_an_image_size(self):
+        path = save_model(
+            self.folder + "/any.keras",
+            keras.layers.Dense(1000, activation="softmax"),
+            input_shape=(None, None, 3),
+        )
+        self.assert_one_line_error(
+            path, "pass --image_size", models.load_classifier, path
+        )
+        self.assertEqual(models.load_classifier(path, None, 24).image_size, 24)
+
+    def test_image_size_the_model_cannot_take(self):
+        path = testing_utils.tiny_model_file(self.folder)
+        self.assert_one_line_error(
+            path,
+            "cannot run on [2, 24, 24, 3]",
+            models.load_classifier,
+            path,
+            None,
+            24,
+        )
+
+    def test_damaged_model_file(self):
+        path = testing_utils.tiny_model_file(self.folder)
+        truncate_to_half(path)
+        self.assert_one_line_error(
+            path, "damaged or truncated", models.load_classifier, path
+        )
+
+    def test_script_prints_one_error_line_and_exits_2(self):
+        data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(data, [0, 1])
+        path = save_model(
+            self.folder + "/ten.keras",
+            keras.layers.Dense(10, activation="softmax"),
+        )
+        result = testing_utils.run_module(
+            "experiments.run_selectors",
+            f"--model={path}",
+            f"--data={data}",
+            f"--workdir={self.create_tempdir().full_path}",
+        )
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],
+            f"error: {path}: output shape [None, 10] is not [B, 1000] (one "
+            "score per ImageNet class)",
+        )
 
 
 class ModelConfigTest(tf.test.TestCase):

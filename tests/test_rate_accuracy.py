@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from compression_helps import datasets, evaluate, models, splits
-from deepn_jpeg import rate_accuracy, report, tables
+from deepn_jpeg import comparison, rate_accuracy, report, tables
 from tests import testing_utils
 
 
@@ -105,6 +105,16 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         ("repeated", dict(qualities=(50, 50)), "repeated JPEG qualities"),
         ("diagnostics", dict(diagnostics=("nope",)), "not table sets"),
         ("batch", dict(batch_size=0), "batch_size must be >= 1"),
+        ("negative_batch", dict(batch_size=-1), "batch_size must be >= 1"),
+        ("shard", dict(shard_size=0), "shard_size must be >= 1"),
+        ("negative_shard", dict(shard_size=-4), "shard_size must be >= 1"),
+        ("limit", dict(data=datasets.DataConfig("x", limit=-1)), "limit must"),
+        (
+            "no_limit",
+            dict(data=datasets.DataConfig("x", limit=0)),
+            "limit must",
+        ),
+        ("model", dict(model=models.ModelConfig("nope")), "unknown model"),
         ("no_tables", dict(tables=()), "no tables given"),
         ("missing", dict(tables="/nonexistent/t"), "/nonexistent/t: no such"),
     )
@@ -112,29 +122,39 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self, change, message
     ):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
-        with mock.patch.object(models.ModelConfig, "load") as load:
+        with (
+            mock.patch.object(models.ModelConfig, "load") as load,
+            mock.patch.object(datasets.DataConfig, "load") as read,
+        ):
             with self.assertRaisesRegex((ValueError, OSError), message) as e:
                 rate_accuracy.run(self.config(**change), workdir)
         self.assertNotIn("\n", str(e.exception))
         load.assert_not_called()
+        read.assert_not_called()
         self.assertFalse(os.path.exists(workdir))
 
     @parameterized.named_parameters(
-        ("not_json", "{luma: "),
-        ("bad_step", None),
-        ("not_tables", '{"format": "other"}'),
+        ("not_json", "{luma: ", "not JSON: Expecting"),
+        ("bad_step", 0, r"luma: baseline qtable entries must be in \[1, 255\]"),
+        ("string_step", "x", "luma: qtable entries must be integers, got 'x'"),
+        ("no_step", None, "luma: qtable entries must be integers, got None"),
+        ("not_tables", '{"format": "other"}', "not a deepn_jpeg.qtables/1"),
+        ("a_list", "[1, 2]", "not a deepn_jpeg.qtables/1"),
     )
-    def test_bad_tables_file_fails_in_one_line_before_the_model(self, text):
-        if text is None:
+    def test_bad_tables_file_fails_in_one_line_before_the_model(
+        self, text, problem
+    ):
+        if not isinstance(text, str) or not text.startswith(("{", "[")):
             luma, chroma = tables.standard_qtables(50)
             document = json.loads(tables.to_json(luma, chroma))
-            document["luma"][0][0] = 0
+            document["luma"][0][0] = text
             text = json.dumps(document)
         with open(self.tables_file, "w") as f:
             f.write(text)
         with mock.patch.object(models.ModelConfig, "load") as load:
             with self.assertRaisesRegex(
-                ValueError, f"^{self.tables_file}: not a valid tables file"
+                ValueError,
+                f"^{self.tables_file}: not a valid tables file \\({problem}",
             ) as e:
                 rate_accuracy.run(
                     self.config(), self.create_tempdir().full_path
@@ -144,6 +164,11 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class TablesTest(tf.test.TestCase):
+    def test_gain_intervals_need_a_resample(self):
+        # bootstrap < 0 used to end a whole evaluation in a KeyError.
+        with self.assertRaisesRegex(ValueError, "num_resamples must be >= 1"):
+            comparison.gain_intervals(None, (0.0,), -1)
+
     def test_diagnostic_curves_mix_the_tables(self):
         luma = np.full([8, 8], 7, np.int32)
         chroma = np.full([8, 8], 200, np.int32)

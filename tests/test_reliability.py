@@ -12,7 +12,16 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from compression_helps import datasets, evaluate, models, runner
+from compression_helps import (
+    datasets,
+    evaluate,
+    features,
+    in_memory,
+    models,
+    multi_input,
+    runner,
+)
+from deepn_jpeg import statistics
 from tests import testing_utils
 
 QUALITIES = (90, 50, 10)
@@ -122,12 +131,13 @@ class BadInputTest(tf.test.TestCase):
                 predictions.topk_probs[m], reference.topk_probs[n]
             )
 
-    def test_very_large_image(self):
+    def test_very_large_image_within_the_pixel_limit(self):
         folder = self.make_good_folder()
+        # 81 MP, under the default limit (89.5 MP).
         big = np.broadcast_to(
-            testing_utils.random_image(100, 100)[:, None, :, None],
-            (100, 100, 100, 100, 3),
-        ).reshape(10000, 10000, 3)
+            testing_utils.random_image(90, 90)[:, None, :, None],
+            (90, 100, 90, 100, 3),
+        ).reshape(9000, 9000, 3)
         write(
             folder,
             f"{datasets.wnids()[5]}_big.JPEG",
@@ -136,6 +146,33 @@ class BadInputTest(tf.test.TestCase):
         predictions, skipped = self.evaluate_folder(folder)
         self.assertEmpty(skipped)
         self.assertLen(predictions.ids, 5)
+
+    def test_decompression_bombs_are_skipped_undecoded(self):
+        folder = self.make_good_folder()
+        reference, _ = self.evaluate_folder(folder)
+        wnid = datasets.wnids()[9]
+        bombs = {
+            f"{wnid}_bomb.JPEG": (
+                testing_utils.image_claiming("jpeg", 13000, 13000),
+                "13000x13000 = 169.0 MP > 89.5 MP limit (raise --max_pixels)",
+            ),
+            f"{wnid}_bomb.png": (
+                testing_utils.image_claiming("png", 23000, 23000),
+                "529.0 MP > 89.5 MP limit (raise --max_pixels)",
+            ),
+        }
+        for name, (data, _) in bombs.items():
+            write(folder, name, data)
+        predictions, skipped = self.evaluate_folder(folder)
+        self.assertEqual(
+            {s.id: s.reason for s in skipped},
+            {
+                name: f"too many pixels: {detail}"
+                for name, (_, detail) in bombs.items()
+            },
+        )
+        self.assertAllEqual(predictions.ids, reference.ids)
+        self.assertAllEqual(predictions.ranks, reference.ranks)
 
     def test_fuzzed_jpeg_bytes_are_evaluated_or_recorded(self):
         folder = self.create_tempdir().full_path
@@ -168,13 +205,121 @@ def start_script(*flags):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=testing_utils.script_environment(),
     )
 
 
 def read(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+class EveryPipelineDropsRefusedFilesTest(tf.test.TestCase):
+    """Each job's pipeline leaves out what the guard refused, undecoded."""
+
+    def setUp(self):
+        super().setUp()
+        folder = self.create_tempdir().full_path
+        wnids = datasets.wnids()
+        for i in range(3):
+            write(folder, f"{wnids[i]}_good{i}.JPEG", good_jpeg(i))
+        # Under 1 kB, and 507 MB of pixels if it were decoded.
+        write(
+            folder,
+            f"{wnids[3]}_bomb.JPEG",
+            testing_utils.image_claiming("jpeg", 13000, 13000),
+        )
+        self.source = datasets.load(folder)
+        self.bomb = 3  # Its index: the last name in sorted order.
+        self.classifier = models.load_classifier(
+            testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        )
+
+    def test_in_memory_images(self):
+        images = in_memory.InMemoryImages(self.classifier, self.source)
+        self.assertEqual(images.num_images, 3)
+        self.assertEqual([s.kind for s in images.skipped], ["too many pixels"])
+
+    def test_band_statistics(self):
+        # Not even an error to ignore: the refused file is left out.
+        stats, indices = statistics.compute_with_indices(
+            self.source.dataset, ignore_errors=False
+        )
+        self.assertEqual(stats.num_images, 3)
+        self.assertNotIn(self.bomb, indices.tolist())
+
+    def test_cached_features(self):
+        model = multi_input.build_multi_input_model(
+            self.classifier, QUALITIES, head_init="random", seed=0
+        )
+        arrays = features.compute_features(
+            model,
+            self.source.dataset,
+            self.classifier.resize,
+            QUALITIES,
+            batch_size=2,
+            verbose=False,
+        )
+        self.assertEqual(arrays["index"].tolist(), [0, 1, 2])
+
+
+class SpecialFilesScriptTest(tf.test.TestCase):
+    def test_special_files_and_odd_names_do_not_stop_the_run(self):
+        data = self.create_tempdir().full_path
+        wnids = datasets.wnids()
+        for i in range(2):
+            write(data, f"{wnids[i]}_good{i}.JPEG", good_jpeg(i))
+        write(
+            data,
+            f"{wnids[2]}_bomb.JPEG",
+            testing_utils.image_claiming("jpeg", 13000, 13000),
+        )
+        os.mkfifo(os.path.join(data, f"{wnids[3]}_fifo.JPEG"))
+        os.symlink("/dev/zero", os.path.join(data, f"{wnids[4]}_zero.JPEG"))
+        odd = os.fsencode(data) + f"/{wnids[5]}_caf".encode() + b"\xe9.JPEG"
+        with open(odd, "wb") as f:
+            f.write(good_jpeg(5))
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        # A reader that blocks on the FIFO or reads /dev/zero for ever fails
+        # the test at the timeout instead of hanging it.
+        result = testing_utils.run_module(
+            "experiments.run_selectors",
+            f"--model={model}",
+            "--weights=none",
+            f"--data={data}",
+            f"--workdir={workdir}",
+            "--qualities=50",
+            timeout=240,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        with open(os.path.join(workdir, "errors.jsonl")) as f:
+            reasons = {r["id"]: r["reason"] for r in map(json.loads, f) if r}
+        self.assertEqual(
+            reasons,
+            {
+                f"{wnids[2]}_bomb.JPEG": (
+                    "too many pixels: 13000x13000 = 169.0 MP > 89.5 MP "
+                    "limit (raise --max_pixels)"
+                ),
+                f"{wnids[3]}_fifo.JPEG": "not a regular file: a FIFO",
+                f"{wnids[4]}_zero.JPEG": (
+                    "not a regular file: a character device (through a "
+                    "symbolic link)"
+                ),
+            },
+        )
+        ids = evaluate.Predictions.load(
+            os.path.join(workdir, evaluate.PREDICTIONS_FILE)
+        ).ids
+        self.assertEqual(
+            sorted(ids),
+            [
+                f"{wnids[0]}_good0.JPEG",
+                f"{wnids[1]}_good1.JPEG",
+                f"{wnids[5]}_caf\\xe9.JPEG",
+            ],
+        )
 
 
 class RunnerTest(tf.test.TestCase):
@@ -226,6 +371,17 @@ class RunnerTest(tf.test.TestCase):
         os.remove(os.path.join(self.data, f"{datasets.wnids()[1]}_1.JPEG"))
         testing_utils.tiny_model_file(os.path.dirname(self.model), seed=1)
         refused("input files changed", config)
+
+    def test_resume_with_a_trailing_slash_is_the_same_data(self):
+        write(self.data, f"{datasets.wnids()[0]}_0.JPEG", good_jpeg(0))
+        workdir = self.new_workdir()
+        config = self.config(qualities=(50,))
+        first = runner.run(config, workdir, verbose=False)
+        slashed = dataclasses.replace(
+            config, data=datasets.DataConfig(self.data + "/")
+        )
+        again = runner.run(slashed, workdir, resume=True, verbose=False)
+        self.assertEqual(again, first)
 
     def test_report_counts_skipped_images_by_reason(self):
         write(self.data, f"{datasets.wnids()[0]}_ok.JPEG", good_jpeg(0))

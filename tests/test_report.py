@@ -1,11 +1,13 @@
 import csv
 import dataclasses
+import io
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+import deepn_jpeg.report
 from compression_helps import evaluate, report, rundir
 
 # Three images, three candidates (original, QF 50, QF 10), consistent ranks,
@@ -140,3 +142,72 @@ class WriteReportTest(tf.test.TestCase):
             self.assertEqual(
                 sorted(os.listdir(root)), [".lock", ".run.json", "config.json"]
             )
+
+
+def curve_rows():
+    """A README-like table: QF 100 is larger than the original (CR < 1)."""
+    crs = {"original": 1.0, "qf100": 0.73, "qf90": 1.8, "qf50": 4.5}
+    crs.update({"qf10": 14.9, "hrs": 8.3, "keep_top1": 9.5})
+    top1 = {"original": 89.4, "qf100": 89.4, "qf90": 88.0, "qf50": 84.4}
+    top1.update({"qf10": 73.6, "hrs": 92.2, "keep_top1": 89.4})
+    return [{"name": n, "cr": crs[n], "top1": top1[n]} for n in crs]
+
+
+class AccuracyVsCrPlotTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.figure = report.accuracy_vs_cr_figure(curve_rows(), 5, "t")
+        self.figure.savefig(io.BytesIO(), format="png")  # Lays it out.
+        (self.ax,) = self.figure.axes
+
+    def line(self, label):
+        lines = self.ax.get_lines()
+        (line,) = [x for x in lines if x.get_label() == label]
+        return line
+
+    def test_qf_line_runs_in_order_of_cr_without_the_original(self):
+        qf_line = self.line("every image at one JPEG QF\n(numbers: the QF)")
+        x = list(qf_line.get_xdata())
+        self.assertEqual(x, sorted(x))
+        self.assertEqual(x, [0.73, 1.8, 4.5, 14.9])
+        (original_x,) = self.line("original files").get_xdata()
+        self.assertEqual(original_x, 1.0)
+        self.assertEqual(self.line("hrs").get_linestyle(), "None")
+
+    def test_legend_is_outside_the_data(self):
+        self.assertIsNone(self.ax.get_legend())
+        (legend,) = self.figure.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        self.assertEqual(labels[1:], ["original files", "hrs", "keep_top1"])
+        axes_box = self.ax.get_window_extent()
+        legend_box = legend.get_window_extent()
+        self.assertGreaterEqual(legend_box.x0, axes_box.x1)
+
+
+class RateAccuracyPlotTest(tf.test.TestCase):
+    def test_identical_curves_are_one_line_named_after_both(self):
+        def points(shift):
+            return [
+                {"quality": q, "bpp": q / 20 + shift, "top1": q, "top5": q}
+                for q in (90, 50, 10)
+            ]
+
+        curves = {
+            "original": [{"quality": None, "bpp": 5.0, "top1": 91, "top5": 99}],
+            "jpeg": points(0.1),
+            "paper": points(0.0),
+            "monotone": points(0.0),
+        }
+        self.assertEqual(
+            deepn_jpeg.report.same_curves(curves),
+            [["jpeg"], ["paper", "monotone"]],
+        )
+        figure = deepn_jpeg.report.rate_accuracy_figure(
+            {"curves": curves, "model": "m", "n_images": 3}
+        )
+        (legend,) = figure.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        self.assertEqual(
+            labels[:2], ["standard JPEG", "DeepN paper = DeepN monotone"]
+        )
+        self.assertLen(figure.axes[0].get_lines(), 3)  # With the original.

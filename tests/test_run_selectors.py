@@ -1,7 +1,9 @@
 import csv
+import dataclasses
 import json
 import os
 import shutil
+from unittest import mock
 
 import keras
 import numpy as np
@@ -178,6 +180,55 @@ class UsageErrorTest(tf.test.TestCase):
                 self.assert_one_line_error(
                     message, runner.run, config, self.workdir(), False, False
                 )
+
+    def test_settings_are_checked_before_the_data_and_the_model(self):
+        cases = [
+            ("batch_size must be >= 1, got 0", dict(batch_size=0)),
+            ("batch_size must be >= 1, got -2", dict(batch_size=-2)),
+            ("shard_size must be >= 1, got 0", dict(shard_size=0)),
+            ("shard_size must be >= 1, got -1", dict(shard_size=-1)),
+            ("limit must be >= 1", dict(limit=-1)),
+            ("limit must be >= 1", dict(limit=0)),
+            ("split must be one of", dict(split="half")),
+            ("mixed_precision", dict(mixed_precision="float13")),
+            ("data_service must be grpc://", dict(data_service="http://h:1")),
+        ]
+        for message, changes in cases:
+            data_changes = {
+                k: changes.pop(k) for k in ("limit", "split") if k in changes
+            }
+            config = self.config(**changes)
+            config = dataclasses.replace(
+                config, data=dataclasses.replace(config.data, **data_changes)
+            )
+            workdir = self.workdir()
+            with self.subTest(message):
+                with (
+                    mock.patch.object(models.ModelConfig, "load") as load,
+                    mock.patch.object(datasets.DataConfig, "load") as read,
+                ):
+                    self.assert_one_line_error(
+                        message, runner.run, config, workdir, False, False
+                    )
+                load.assert_not_called()
+                read.assert_not_called()
+                self.assertFalse(os.path.exists(workdir))
+
+    def test_script_bad_flag_is_one_error_line_and_status_2(self):
+        workdir = self.workdir()
+        result = testing_utils.run_module(
+            "experiments.run_selectors",
+            f"--model={self.model}",
+            f"--data={self.data}",
+            f"--workdir={workdir}",
+            "--limit=-1",
+        )
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],
+            "error: limit must be >= 1 (leave it out for all images), got -1",
+        )
+        self.assertFalse(os.path.exists(workdir))
 
     def test_report_only_needs_no_model_file(self):
         workdir = self.workdir()

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import files, rundir
+from compression_helps import files, progress, rundir
 
 JOB = "test_job"
 
@@ -234,14 +234,47 @@ class MapShardsTest(tf.test.TestCase):
         self.root = self.create_tempdir().full_path + "/run"
         self.calls = []
 
-    def compute(self, start, stop):
+    def compute(self, start, stop, report):
         self.calls.append((start, stop))
+        for _ in range(start, stop):
+            report(1)  # One "batch" per item.
         return {"x": np.arange(start, stop) * 10}
 
-    def run_shards(self, resume, compute=None):
+    def run_shards(self, resume, compute=None, bar=None):
         with rundir.RunDir.open(self.root, JOB, Settings(), resume) as run:
-            shards = run.map_shards("w", 7, 3, compute or self.compute)
+            shards = run.map_shards("w", 7, 3, compute or self.compute, bar)
             return np.concatenate([s["x"] for s in shards])
+
+    def counted(self, resume, compute=None):
+        """Runs the shards; returns the count after each `add`."""
+        bar = progress.Progress(7, verbose=False)
+        counts = []
+        add = bar.add
+        bar.add = lambda n, reused=False: (add(n, reused), counts.append(n))
+        self.run_shards(resume, compute, bar)
+        return counts, bar.count
+
+    def test_progress_moves_per_batch_within_a_shard(self):
+        counts, total = self.counted(False)
+        self.assertEqual(counts, [1] * 7)
+        self.assertEqual(total, 7)
+
+    def test_progress_counts_a_reused_shard_at_once(self):
+        self.run_shards(False)
+        shards = os.path.join(self.root, "shards")
+        os.remove(os.path.join(shards, sorted(os.listdir(shards))[1]))
+        counts, total = self.counted(True)
+        self.assertEqual(counts, [3, 1, 1, 1, 1])
+        self.assertEqual(total, 7)
+
+    def test_progress_counts_unreported_and_caps_overreported_items(self):
+        def reports_wrongly(start, stop, report):
+            report(100 if start == 0 else 0)  # Too many, then none.
+            return {"x": np.arange(start, stop) * 10}
+
+        counts, total = self.counted(False, reports_wrongly)
+        self.assertEqual(counts, [3, 3, 1])
+        self.assertEqual(total, 7)
 
     def test_resumed_run_computes_only_unfinished_shards(self):
         first = self.run_shards(False)
@@ -271,10 +304,10 @@ class MapShardsTest(tf.test.TestCase):
         self.assertEqual(self.calls, [(0, 3), (3, 6), (6, 7)])
 
     def test_killed_run_keeps_the_finished_shards(self):
-        def dies_on_second(start, stop):
+        def dies_on_second(start, stop, report):
             if start == 3:
                 raise KeyboardInterrupt
-            return self.compute(start, stop)
+            return self.compute(start, stop, report)
 
         with self.assertRaises(KeyboardInterrupt):
             self.run_shards(False, dies_on_second)

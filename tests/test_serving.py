@@ -1,12 +1,21 @@
 import os
+import resource
 import shutil
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+from absl.testing import parameterized
 
-from compression_helps import datasets, models, multi_input, serving, train
+from compression_helps import (
+    datasets,
+    guard,
+    models,
+    multi_input,
+    serving,
+    train,
+)
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -18,8 +27,78 @@ def random_inputs(batch):
     return testing_utils.random_uint8_inputs(TINY_SIZE, NAMES, batch)
 
 
+KINDS = (
+    "jpeg",
+    "png",
+    "gif",
+    "bmp",
+    "webp",
+    "webp_lossless",
+    "webp_alpha",
+)
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class HeaderProblemTest(tf.test.TestCase, parameterized.TestCase):
+    """`guard.tf_header_problem` says what `guard.bytes_problem` says."""
+
+    def _both(self, data, limits=None):
+        limits = limits or guard.Limits()
+        eager = guard.tf_header_problem(tf.constant(data), limits)
+        mapped = tf.data.Dataset.from_tensors(data).map(
+            lambda x: guard.tf_header_problem(x, limits)
+        )
+        self.assertEqual(eager, next(iter(mapped)))
+        return eager.numpy().decode(), guard.bytes_problem(data, limits)
+
+    @parameterized.parameters(*KINDS)
+    def test_real_files_pass(self, kind):
+        self.assertEqual(self._both(testing_utils.image_file(kind)), ("", None))
+        # What TF decodes is what the header says.
+        image = tf.io.decode_image(
+            testing_utils.image_file(kind), expand_animations=False
+        )
+        self.assertEqual(image.shape[:2], (8, 8))
+
+    @parameterized.parameters(*KINDS)
+    def test_headers_claiming_too_many_pixels(self, kind):
+        # 90 MP: over Pillow's limit (89.5 MP), under twice it, where Pillow
+        # would not say the size.
+        ours, pillows = self._both(
+            testing_utils.image_claiming(kind, 10000, 9000)
+        )
+        self.assertEqual(
+            ours, "too many pixels: 10000x9000 = 90.0 MP > 89.5 MP limit"
+        )
+        if kind != "webp_alpha":
+            self.assertStartsWith(pillows, ours)
+        else:  # Pillow cannot open a canvas larger than its frame; TF fails.
+            self.assertIsNone(pillows)
+
+    def test_sides_that_overflow_an_int64_product(self):
+        ours, _ = self._both(
+            testing_utils.image_claiming("png", 2**32 - 1, 2**32 - 1)
+        )
+        self.assertStartsWith(ours, "too many pixels: 4294967295x4294967295")
+
+    def test_file_too_large(self):
+        data = testing_utils.image_file("png")
+        limits = guard.Limits(max_file_bytes=len(data) - 1)
+        ours, pillows = self._both(data, limits)
+        self.assertEqual(ours, pillows)
+        self.assertStartsWith(ours, "file too large")
+
+    @parameterized.parameters(b"", b"x", b"RIFF", b"GIF8", b"\x89PNG\r\n\x1a\n")
+    def test_short_files_are_left_to_the_decoder(self, data):
+        self.assertEqual(self._both(data)[0], "")
+
+
 class ExportTest(tf.test.TestCase):
-    def _export(self):
+    def _export(self, limits=None):
+        limits = limits or guard.Limits()
         classifier = models.load_classifier(
             testing_utils.tiny_model_file(self.create_tempdir().full_path)
         )
@@ -28,17 +107,16 @@ class ExportTest(tf.test.TestCase):
         )
         export_dir = os.path.join(self.create_tempdir().full_path, "saved")
         serving.export_saved_model(
-            model, classifier.resize, export_dir, QUALITIES
+            model, classifier.resize, export_dir, QUALITIES, limits
         )
         return model, classifier, tf.saved_model.load(export_dir)
 
-    def _assert_bytes_signature_matches(self, model, classifier, loaded, files):
-        image_bytes = tf.constant(files)
-        # What the training and evaluation pipeline feeds the model.
+    def _expected(self, model, classifier, files):
+        """What the training and evaluation pipeline feeds the model."""
         dataset = multi_input.make_dataset(
             tf.data.Dataset.from_tensor_slices(
                 {
-                    "image_bytes": image_bytes,
+                    "image_bytes": tf.constant(files),
                     "label": tf.zeros(len(files), tf.int32),
                 }
             ),
@@ -46,10 +124,18 @@ class ExportTest(tf.test.TestCase):
             QUALITIES,
             batch_size=len(files),
         )
-        want = model.predict_on_batch(next(iter(dataset))[0])
-        self.assertAllClose(loaded.serve_bytes(image_bytes), want, atol=1e-6)
-        outputs = loaded.signatures["serve_bytes"](image_bytes=image_bytes)
-        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
+        return model.predict_on_batch(next(iter(dataset))[0])
+
+    def _assert_bytes_signature_matches(self, model, classifier, loaded, files):
+        want = self._expected(model, classifier, files)
+        image_bytes = tf.constant(files)
+        for outputs in (
+            loaded.serve_bytes(image_bytes),
+            loaded.signatures["serve_bytes"](image_bytes=image_bytes),
+        ):
+            self.assertCountEqual(outputs, ["probabilities", "status"])
+            self.assertAllClose(outputs["probabilities"], want, atol=1e-6)
+            self.assertAllEqual(outputs["status"], [b""] * len(files))
 
     def test_both_signatures_match_the_keras_model(self):
         model, classifier, loaded = self._export()
@@ -63,7 +149,8 @@ class ExportTest(tf.test.TestCase):
         outputs = loaded.signatures["serving_default"](
             **{k: tf.constant(v) for k, v in inputs.items()}
         )
-        self.assertAllClose(next(iter(outputs.values())), want, atol=1e-6)
+        self.assertEqual(list(outputs), ["output_0"])  # As documented.
+        self.assertAllClose(outputs["output_0"], want, atol=1e-6)
         # Images of different sizes in one batch.
         files = [
             testing_utils.jpeg_bytes(
@@ -72,6 +159,61 @@ class ExportTest(tf.test.TestCase):
             for i in range(3)
         ]
         self._assert_bytes_signature_matches(model, classifier, loaded, files)
+
+    def test_bad_files_get_a_status_and_the_others_are_served(self):
+        good = [
+            testing_utils.jpeg_bytes(testing_utils.random_image(seed=i))
+            for i in range(2)
+        ]
+        large = testing_utils.jpeg_bytes(
+            np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+        )
+        limits = guard.Limits(max_file_bytes=len(large) - 1)
+        self.assertLess(max(map(len, good)), limits.max_file_bytes)
+        model, classifier, loaded = self._export(limits)
+        files = [
+            good[0],
+            b"not an image",
+            testing_utils.image_claiming(
+                "jpeg", 13000, 13000
+            ),  # Decoded: +3.4 GB, 11 s.
+            b"\xff\xd8\xff\xe0 a broken JPEG header",
+            testing_utils.image_claiming("png", 13000, 13000),
+            large,
+            good[1],
+        ]
+        rss = peak_rss_bytes()
+        outputs = loaded.signatures["serve_bytes"](
+            image_bytes=tf.constant(files)
+        )
+        self.assertLess(peak_rss_bytes() - rss, 500 << 20)
+        self.assertEqual(
+            [s.decode() for s in outputs["status"].numpy()],
+            [
+                "",
+                serving.UNDECODABLE,
+                "too many pixels: 13000x13000 = 169.0 MP > 89.5 MP limit",
+                serving.UNDECODABLE,
+                "too many pixels: 13000x13000 = 169.0 MP > 89.5 MP limit",
+                f"file too large: {len(large)} bytes > {len(large) - 1}",
+                "",
+            ],
+        )
+        probabilities = outputs["probabilities"].numpy()
+        self.assertEqual(probabilities.shape, (len(files), 1000))
+        want = self._expected(model, classifier, good)
+        self.assertAllClose(probabilities[[0, -1]], want, atol=1e-6)
+        self.assertAllEqual(probabilities[1:-1], np.zeros((5, 1000)))
+
+    def test_empty_and_all_refused_batches(self):
+        _, _, loaded = self._export()
+        for files, status in (([], []), ([b"x"], [serving.UNDECODABLE])):
+            outputs = loaded.serve_bytes(tf.constant(files, tf.string))
+            self.assertEqual(outputs["probabilities"].shape, (len(files), 1000))
+            self.assertAllEqual(
+                outputs["probabilities"], np.zeros((len(files), 1000))
+            )
+            self.assertAllEqual(outputs["status"], status)
 
     def test_bytes_signature_on_real_jpegs(self):
         if not testing_utils.has_samples():
@@ -165,12 +307,23 @@ class ExportFromWorkdirTest(tf.test.TestCase):
         self.assertEqual(result.stdout.strip().splitlines()[-1], export_dir)
         self._assert_serves_the_model(export_dir)
         loaded = tf.saved_model.load(export_dir)  # Alive while it runs.
-        probabilities = loaded.serve_bytes(
+        # A SavedModel loaded in another process than the one that wrote
+        # it: its checks and tf.data pipeline are graph ops, no Python.
+        outputs = loaded.serve_bytes(
             tf.constant(
-                [testing_utils.jpeg_bytes(testing_utils.random_image())]
+                [
+                    testing_utils.jpeg_bytes(testing_utils.random_image()),
+                    testing_utils.image_claiming("jpeg", 13000, 13000),
+                ]
             )
         )
-        self.assertAllClose(np.sum(probabilities, -1), [1.0], atol=1e-5)
+        self.assertAllClose(
+            np.sum(outputs["probabilities"], -1), [1.0, 0.0], atol=1e-5
+        )
+        self.assertEqual(outputs["status"][0], b"")
+        self.assertStartsWith(
+            outputs["status"][1].numpy().decode(), "too many pixels"
+        )
 
 
 if __name__ == "__main__":

