@@ -10,7 +10,7 @@ WORKDIR ?= demo_workdir
 DEMO_FLAGS ?=
 # The scripts hide TensorFlow's native log noise themselves (oneDNN notices,
 # libpng warnings; experiments/__init__.py). Setting TF_CPP_MIN_LOG_LEVEL, or
-# DEMO_FLAGS=--verbose, shows it all.
+# DEMO_FLAGS=--verbose, shows it all (benchmarks: the variable only).
 
 .PHONY: install demo test lint bench clean
 

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from compression_helps import datasets, models, splits
+from compression_helps import datasets, splits
 
 __all__ = [
     "DATA_SERVICE_TIMEOUT_S",
     "data",
     "data_service",
     "integer",
-    "model",
     "number",
     "one_of",
 ]
@@ -160,36 +158,6 @@ def data(config: datasets.DataConfig) -> None:
         integer("limit", config.limit, 1, note="leave it out for all images")
     one_of("split", config.split, splits.SPLITS)
     integer("split_seed", config.split_seed)
-
-
-def model(config: models.ModelConfig) -> None:
-    """Checks the model settings without building or loading the model.
-
-    Args:
-      config: the model settings.
-
-    Raises:
-      ValueError: an unknown model name, a missing model file or a bad
-        image size (the messages of `models.load_classifier`).
-      models.WeightsError: a weights file that does not exist.
-    """
-    if config.name in models.REGISTRY:
-        if config.weights not in (None, "imagenet") and not os.path.isfile(
-            config.weights
-        ):
-            raise models.WeightsError(
-                f"{config.weights}: weights file not found"
-            )
-    elif config.name.endswith((".keras", ".h5")):
-        if not os.path.isfile(config.name):
-            raise ValueError(f"{config.name}: model file not found")
-    else:
-        raise ValueError(
-            f"unknown model {config.name!r}: use one of "
-            f"{sorted(models.REGISTRY)} or a .keras/.h5 file"
-        )
-    if config.image_size is not None:
-        integer("image_size", config.image_size, 1, note="none: the model's")
 
 
 def data_service(

@@ -56,7 +56,6 @@ SAMPLE_IMAGES_URL = (
 )
 _WNID = re.compile(r"n\d{8}")
 _TFDS_PREFIX = "tfds:"
-_DEFAULT_LIMITS = guard.Limits()
 
 
 @functools.cache
@@ -157,6 +156,9 @@ class Source:
         """The number of examples (one pass over them if not known)."""
         if self.num_examples is not None:
             return self.num_examples
+        known = int(self.dataset.cardinality())
+        if known >= 0:  # Negative: unknown (or infinite).
+            return known
         return int(self.dataset.reduce(0, lambda n, _: n + 1))
 
     def labels(self) -> np.ndarray:
@@ -198,17 +200,28 @@ class Source:
         return f"{self.description}/{example_id}"
 
 
-def _folder_fingerprint(paths: Sequence[bytes], ids: Sequence[str]) -> dict:
-    """A digest of the files' names, sizes and modification times."""
+def _check_files(
+    paths: Sequence[bytes], ids: Sequence[str], limits: guard.Limits
+) -> tuple[dict, np.ndarray]:
+    """One `os.stat` per file: the folder's identity and each file's problem.
+
+    Returns:
+      The fingerprint (a digest of the files' names, sizes and modification
+      times) and `[N]` str `guard.stat_problem` reasons ("" if fine).
+    """
     digest = hashlib.sha256()
+    problems = []
     for path, image_id in zip(paths, ids, strict=True):
         try:
-            stat = os.stat(path)  # Never blocks, not even on a FIFO.
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size = mtime = -1  # Recorded as unreadable when read.
+            info = os.stat(path)  # Never blocks, not even on a FIFO.
+            size, mtime = info.st_size, info.st_mtime_ns
+            problems.append(guard.stat_problem(info, path, limits))
+        except OSError as e:
+            size = mtime = -1
+            problems.append(f"unreadable file: {e.strerror}")
         digest.update(f"{image_id}\0{size}\0{mtime}\0".encode())
-    return {"files": len(ids), "sha256": digest.hexdigest()}
+    fingerprint = {"files": len(ids), "sha256": digest.hexdigest()}
+    return fingerprint, np.array(problems, dtype=str)
 
 
 def _from_folder(
@@ -223,13 +236,24 @@ def _from_folder(
     relative = [os.fsencode(os.path.relpath(p, folder)) for p, _ in examples]
     ids = np.array([r.decode("utf-8", "backslashreplace") for r in relative])
     labels = np.array([label for _, label in examples], np.int32)
+    fingerprint, problems = _check_files(paths, ids, limits)
 
-    def example(index, id_, path, label):
-        image_bytes, error = guard.tf_read_checked(path, limits)
+    def example(index, id_, path, label, problem):
+        # A refused file is never opened; a read one is checked before any
+        # decode, by TF ops (they also run on tf.data service workers).
+        image_bytes = tf.cond(
+            problem == "", lambda: tf.io.read_file(path), lambda: ""
+        )
+        error = tf.where(
+            problem == "",
+            guard.tf_header_problem(image_bytes, limits, guard.FLAG_HINT),
+            problem,
+        )
         return {
             "index": index,
             "id": id_,
-            "image_bytes": image_bytes,
+            # Emptied when refused: nothing downstream can decode a bomb.
+            "image_bytes": tf.where(error == "", image_bytes, ""),
             "label": label,
             "error": error,
         }
@@ -237,7 +261,13 @@ def _from_folder(
     def read_indices(indices: np.ndarray) -> tf.data.Dataset:
         indices = np.asarray(indices, np.int64)
         dataset = tf.data.Dataset.from_tensor_slices(
-            (indices, ids[indices], paths[indices], labels[indices])
+            (
+                indices,
+                ids[indices],
+                paths[indices],
+                labels[indices],
+                problems[indices],
+            )
         )
         return dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -253,7 +283,7 @@ def _from_folder(
         root=folder,
         known_labels=labels,
         read_indices=read_indices,
-        fingerprint=_folder_fingerprint(paths, ids),
+        fingerprint=fingerprint,
         known_ids=ids,
     )
 
@@ -262,7 +292,7 @@ def load(
     data: str,
     limit: int | None = None,
     tfds_data_dir: str | None = None,
-    limits: guard.Limits = _DEFAULT_LIMITS,
+    limits: guard.Limits = guard.DEFAULT_LIMITS,
 ) -> Source:
     """Opens a data source.
 

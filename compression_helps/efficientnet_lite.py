@@ -242,7 +242,7 @@ def build_efficientnet_lite0(
         except Exception as e:  # HDF5, zip and shape errors alike.
             raise ValueError(
                 f"{weights}: cannot load as EfficientNet-Lite0 weights, "
-                f"damaged or truncated? ({_first_line(e)})"
+                f"damaged or truncated? ({files.first_line(e)})"
             ) from None
     return model
 
@@ -370,11 +370,6 @@ def convert_checkpoint(
         raise ValueError(f"checkpoint entries not used: {unused[:5]}...")
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def load_imagenet_weights(model: keras.Model) -> None:
     """Loads the ImageNet weights into a `build_efficientnet_lite0` model.
 
@@ -402,7 +397,7 @@ def load_imagenet_weights(model: keras.Model) -> None:
                 "%s: cannot read the cached EfficientNet-Lite0 weights (%s); "
                 "converting the checkpoint again and replacing the cache",
                 cache,
-                _first_line(e),
+                files.first_line(e),
             )
     path = checkpoint_path()
     try:

@@ -132,7 +132,9 @@ def features_key(
     )
 
 
-def _read_cache(path: str, key: str) -> dict[str, np.ndarray] | None:
+def _read_cache(path: str | None, key: str) -> dict[str, np.ndarray] | None:
+    if path is None:
+        return None
     try:
         cached = files.read_npz(path)
     except FileNotFoundError:
@@ -154,7 +156,7 @@ def _read_cache(path: str, key: str) -> dict[str, np.ndarray] | None:
 
 
 def cache_features(
-    path: str,
+    path: str | None,
     model: keras.Model,
     dataset: tf.data.Dataset,
     resize: Callable[[tf.Tensor], tf.Tensor],
@@ -169,7 +171,8 @@ def cache_features(
     """`compute_features`, saved to (and next time read from) an .npz file.
 
     Args:
-      path: the .npz file, e.g. `run.path(FEATURES_FILE)`.
+      path: the .npz file, e.g. `run.path(FEATURES_FILE)`; None: no cache
+        (compute, do not read).
       model: a `multi_input.build_multi_input_model` model with a frozen
         backbone.
       dataset: example dicts.
@@ -208,6 +211,6 @@ def cache_features(
         verbose,
         num_examples,
     )
-    if write:
+    if write and path is not None:
         files.write_npz(path, {"key": np.array(key), **arrays})
     return arrays

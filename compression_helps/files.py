@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "atomic_path",
     "digest_inputs",
+    "first_line",
     "read_json",
     "read_npz",
     "write_json",
@@ -95,8 +96,16 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
                 archive.writestr(info, buffer.getvalue())
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message in one line; its type's name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _unreadable(path: str, error: Exception) -> ValueError:
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    detail = first_line(error)
+    if detail == type(error).__name__:
+        detail = ""
     return ValueError(
         f"{path}: unreadable ({type(error).__name__}"
         + (f": {detail}" if detail else "")

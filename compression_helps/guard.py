@@ -3,46 +3,48 @@
 A folder unpacked from an archive can hold a FIFO (reading it blocks for
 ever), a link to `/dev/zero` (reading it never ends), a multi-gigabyte file,
 or a 700-byte JPEG whose header claims 13000 x 13000 pixels (decoding it
-takes gigabytes). Every source checks each file here before reading or
-decoding it; a file that fails is skipped with a one-line reason, like any
-undecodable image, and the run goes on.
+takes gigabytes). Every file is checked here before it is read or decoded;
+a file that fails is skipped with a one-line reason, like any undecodable
+image, and the run goes on.
 
-The pixel limit is read from the image header by Pillow, which parses only
-the header when it opens a file (JPEG SOF, PNG IHDR, GIF, BMP, WebP). Its
-default is Pillow's own `MAX_IMAGE_PIXELS` (about 89 megapixels).
-
-A SavedModel cannot carry Python (`tf.numpy_function`), so its
-`serve_bytes` endpoint reads the same header fields with TF ops
-(`tf_header_problem`), giving the same reasons as `bytes_problem`.
+- `file_problem`: when a folder is listed, `os.stat` of each file (a link
+  is followed): regular files only, within the size limit. Nothing is
+  opened, so a FIFO cannot block. (A file replaced by a FIFO after the
+  listing is not caught; the data set's identity check of a resumed run
+  is.)
+- `tf_header_problem`: before any decode, the width and height the header
+  claims (JPEG SOF, PNG IHDR, GIF, BMP, WebP), read with TF ops alone, so
+  that it runs on tf.data service workers and inside a SavedModel
+  (`serve_bytes`), where Python (`tf.numpy_function`) cannot. The default
+  pixel limit is Pillow's own `MAX_IMAGE_PIXELS` (about 89 megapixels).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import re
 import stat
-import warnings
 
-import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "FLAG_HINT",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
     "Limits",
-    "bytes_problem",
     "file_problem",
-    "read_checked",
-    "tf_bytes_problem",
+    "stat_problem",
     "tf_header_problem",
-    "tf_read_checked",
 ]
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit.
 MAX_FILE_BYTES = 256 << 20  # ImageNet's largest file is about 15 MB.
+# Start-of-frame markers of every JPEG coding (not DHT C4, JPG C8, DAC CC).
+_JPEG_SOF = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7)
+_JPEG_SOF += (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+_JPEG_SOS = 0xDA  # Scan data follows: no frame header after it.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Limits:
             )
 
 
+DEFAULT_LIMITS = Limits()  # Frozen: a safe default argument.
+# What the data sources add to a pixel-limit reason.
+FLAG_HINT = " (raise --max_pixels)"
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISCHR, "a character device"),
@@ -75,8 +80,19 @@ _KINDS = (
 )
 
 
-def _kind_problem(info: os.stat_result, path: str, limits: Limits) -> str:
-    """`file_problem` of a file's `os.stat` result ("" if fine)."""
+def stat_problem(
+    info: os.stat_result, path: str | bytes, limits: Limits
+) -> str:
+    """`file_problem` of a file's `os.stat` result ("" if fine).
+
+    Args:
+      info: `os.stat(path)` (links followed).
+      path: the file, to say when it is a link.
+      limits: the size limit.
+
+    Returns:
+      A one-line reason, or "".
+    """
     if not stat.S_ISREG(info.st_mode):
         kind = next((k for test, k in _KINDS if test(info.st_mode)), None)
         via = " (through a symbolic link)" if os.path.islink(path) else ""
@@ -86,7 +102,9 @@ def _kind_problem(info: os.stat_result, path: str, limits: Limits) -> str:
     return ""
 
 
-def file_problem(path: str | bytes, limits: Limits = Limits()) -> str | None:
+def file_problem(
+    path: str | bytes, limits: Limits = DEFAULT_LIMITS
+) -> str | None:
     """Why a path must not be read, or None.
 
     Args:
@@ -102,121 +120,7 @@ def file_problem(path: str | bytes, limits: Limits = Limits()) -> str | None:
         info = os.stat(path)  # Follows links: the target is what is read.
     except OSError as e:
         return f"unreadable file: {e.strerror}"
-    return _kind_problem(info, path, limits) or None
-
-
-def bytes_problem(image_bytes: bytes, limits: Limits = Limits()) -> str | None:
-    """Why encoded bytes must not be decoded, or None.
-
-    Args:
-      image_bytes: an encoded image file.
-      limits: the size and pixel limits.
-
-    Returns:
-      A one-line reason, or None. Files Pillow cannot parse pass: the
-      decoder then records why it cannot decode them.
-    """
-    if len(image_bytes) > limits.max_file_bytes:
-        return (
-            f"file too large: {len(image_bytes)} bytes > "
-            f"{limits.max_file_bytes}"
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(image_bytes)) as image:
-                width, height = image.size  # Header only: nothing decoded.
-        size, pixels = f"{width}x{height} = ", width * height
-    except Image.DecompressionBombError as e:
-        # Over twice Pillow's own limit: Pillow refuses to open it and says
-        # only the pixel count, which may still be within a raised limit.
-        size, pixels = "", _pixels_in(str(e))
-    except Exception:  # Not an image Pillow knows: left to the decoder.
-        return None
-    if pixels > limits.max_pixels:
-        return (
-            f"too many pixels: {size}{pixels / 1e6:.1f} MP > "
-            f"{limits.max_pixels / 1e6:.1f} MP limit (raise --max_pixels)"
-        )
-    return None
-
-
-def _pixels_in(message: str) -> int:
-    """The pixel count in Pillow's DecompressionBombError message."""
-    match = re.search(r"\((\d+) pixels\)", message)
-    # Pillow raises only beyond twice its limit: at least that many.
-    return int(match.group(1)) if match else 2 * Image.MAX_IMAGE_PIXELS + 1
-
-
-def read_checked(
-    path: str | bytes, limits: Limits = Limits()
-) -> tuple[bytes, str]:
-    """Reads a file that passes `file_problem` and `bytes_problem`.
-
-    Args:
-      path: the file; bytes for a name that is not valid UTF-8.
-      limits: the limits.
-
-    Returns:
-      `(bytes, "")`, or `(b"", reason)` for a file that must be skipped.
-    """
-    problem = file_problem(path, limits)
-    if problem:
-        return b"", problem
-    try:
-        # Non-blocking, and checked again on the open file: a name swapped
-        # for a FIFO after `file_problem` must not block the reader.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        return b"", f"unreadable file: {e.strerror}"
-    with os.fdopen(fd, "rb") as f:
-        problem = _kind_problem(os.fstat(fd), path, limits)
-        if problem:
-            return b"", problem
-        try:
-            # One byte more than allowed: a file that grew is caught too.
-            image_bytes = f.read(limits.max_file_bytes + 1)
-        except OSError as e:
-            return b"", f"unreadable file: {e.strerror}"
-    problem = bytes_problem(image_bytes, limits)
-    # No bytes with a reason: nothing downstream can decode a bomb.
-    return (b"", problem) if problem else (image_bytes, "")
-
-
-def tf_read_checked(
-    path: tf.Tensor, limits: Limits = Limits()
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """`read_checked` in a tf.data pipeline.
-
-    Args:
-      path: scalar tf.string file path (bytes, any encoding).
-      limits: the limits.
-
-    Returns:
-      `(image_bytes, error)`: scalar tf.strings; error "" when fine.
-    """
-
-    def read(path_bytes) -> tuple[bytes, bytes]:
-        # Bytes as they are: a name that is not UTF-8 opens all the same.
-        image_bytes, error = read_checked(np.asarray(path_bytes).item(), limits)
-        return image_bytes, error.encode()
-
-    image_bytes, error = tf.numpy_function(
-        read, [path], [tf.string, tf.string], stateful=False
-    )
-    return tf.ensure_shape(image_bytes, []), tf.ensure_shape(error, [])
-
-
-def tf_bytes_problem(
-    image_bytes: tf.Tensor, limits: Limits = Limits()
-) -> tf.Tensor:
-    """`bytes_problem` in a tf.data pipeline: scalar tf.string, "" if fine."""
-
-    def check(data) -> bytes:
-        return (bytes_problem(np.asarray(data).item(), limits) or "").encode()
-
-    error = tf.numpy_function(check, [image_bytes], tf.string, stateful=False)
-    return tf.ensure_shape(error, [])
+    return stat_problem(info, path, limits) or None
 
 
 _HEAD_BYTES = 32  # Every header field read below lies in the first 30.
@@ -234,8 +138,7 @@ def _header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Width and height an image file's header claims, from TF ops only.
 
     The formats `candidates.decode_image` decodes, read where TF's decoders
-    read them before allocating the image: JPEG (SOF, via
-    `tf.image.extract_jpeg_shape`, which fails on a broken header), PNG
+    read them before allocating the image: JPEG (SOF, `_jpeg_size`), PNG
     (IHDR), GIF (logical screen), BMP (`|height|`, as TF) and WebP (VP8,
     VP8L, VP8X). Other files: 0 x 0 (their decoding fails).
 
@@ -283,28 +186,80 @@ def _header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     for test, w, h in reversed(sizes):
         width, height = tf.where(test, w, width), tf.where(test, h, height)
 
-    def jpeg_size() -> tuple[tf.Tensor, tf.Tensor]:
-        shape = tf.image.extract_jpeg_shape(image_bytes, output_type=tf.int64)
-        return shape[1], shape[0]
-
     return tf.cond(
-        tf.io.is_jpeg(image_bytes), jpeg_size, lambda: (width, height)
+        tf.io.is_jpeg(image_bytes),
+        lambda: _jpeg_size(image_bytes),
+        lambda: (width, height),
     )
 
 
+def _jpeg_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Width and height of a JPEG's frame header; 0 x 0 if there is none.
+
+    Walks the marker segments from SOI to the first start-of-frame, as
+    libjpeg does before it allocates anything. Unlike
+    `tf.image.extract_jpeg_shape` it never fails: a broken header reads as
+    0 x 0 and is left to the decoder, which records why it cannot decode it.
+    """
+    length = tf.cast(tf.strings.length(image_bytes), tf.int64)
+    sof = tf.constant(_JPEG_SOF, tf.int64)
+
+    def bytes_at(position: tf.Tensor, count: int) -> tf.Tensor:
+        # Zero-padded: past the end reads zeros, never an error.
+        chunk = tf.strings.substr(image_bytes, position, count)
+        chunk += tf.strings.substr(
+            b"\0" * count, 0, count - tf.strings.length(chunk)
+        )
+        return tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int64)
+
+    def unfinished(position, width, height, done):
+        return tf.logical_and(tf.logical_not(done), position + 4 <= length)
+
+    def next_segment(position, width, height, done):
+        # [FF, marker, length (2), precision, height (2), width (2)]
+        b = bytes_at(position, 9)
+        marker = b[1]
+        is_sof = tf.reduce_any(tf.equal(marker, sof))
+        standalone = tf.logical_or(  # RSTn and TEM have no length.
+            tf.logical_and(marker >= 0xD0, marker <= 0xD7),
+            tf.equal(marker, 0x01),
+        )
+        step = tf.where(
+            tf.equal(marker, 0xFF),  # A fill byte.
+            tf.constant(1, tf.int64),
+            tf.where(
+                standalone, tf.constant(2, tf.int64), 2 + b[2] * 256 + b[3]
+            ),
+        )
+        lost = tf.logical_or(
+            tf.not_equal(b[0], 0xFF), tf.equal(marker, _JPEG_SOS)
+        )
+        width = tf.where(is_sof, b[7] * 256 + b[8], width)
+        height = tf.where(is_sof, b[5] * 256 + b[6], height)
+        return position + step, width, height, is_sof | lost
+
+    zero = tf.constant(0, tf.int64)
+    start = (tf.constant(2, tf.int64), zero, zero, tf.constant(False))
+    _, width, height, _ = tf.while_loop(unfinished, next_segment, start)
+    return width, height
+
+
 def tf_header_problem(
-    image_bytes: tf.Tensor, limits: Limits = Limits()
+    image_bytes: tf.Tensor, limits: Limits = DEFAULT_LIMITS, hint: str = ""
 ) -> tf.Tensor:
-    """`bytes_problem` from TF ops only, so a SavedModel can hold it.
+    """Why encoded bytes must not be decoded, from TF ops only.
+
+    Never fails: a header it cannot read passes, and the decoder records
+    why it cannot decode the file.
 
     Args:
       image_bytes: scalar tf.string, an encoded image file.
       limits: the size and pixel limits.
+      hint: added to a pixel-limit reason, e.g. how to raise the limit.
 
     Returns:
-      Scalar tf.string: "" if fine, else a one-line reason worded as
-      `bytes_problem`'s. Fails (an op error) on a JPEG whose header
-      is broken.
+      Scalar tf.string: "" if fine, else a one-line reason (`file too
+      large: ...`, `too many pixels: WxH = ... MP > ... MP limit`).
     """
     size = tf.cast(tf.strings.length(image_bytes), tf.int64)
 
@@ -323,7 +278,7 @@ def tf_header_problem(
                     tf.strings.as_string(height),
                     " = ",
                     tf.strings.as_string(megapixels, precision=1),
-                    f" MP > {limits.max_pixels / 1e6:.1f} MP limit",
+                    f" MP > {limits.max_pixels / 1e6:.1f} MP limit{hint}",
                 ]
             ),
             "",

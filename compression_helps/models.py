@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from compression_helps import files
+
 __all__ = [
     "Classifier",
     "ModelConfig",
@@ -208,11 +210,6 @@ class Classifier:
         return int(self.model.output_shape[-1])
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _fetch_keras_weights(spec: ModelSpec) -> str:
     """Keras' own download and cache of `spec.imagenet_weights`."""
     weights = spec.imagenet_weights
@@ -241,7 +238,7 @@ def _load_weights(model: keras.Model, path: str, name: str) -> None:
     except Exception as e:
         raise WeightsError(
             f"{path}: cannot load as weights of {name}, damaged or "
-            f"truncated? ({_first_line(e)})"
+            f"truncated? ({files.first_line(e)})"
         ) from None
 
 
@@ -277,6 +274,42 @@ class ModelConfig:
     image_size: int | None = None
     logits: bool = False
 
+    def check(self) -> None:
+        """Refuses settings `load` cannot use, without building the model.
+
+        Raises:
+          ValueError: an unknown model name, a missing model file,
+            `logits` with a registered model or a bad image size.
+          WeightsError: a weights file that does not exist.
+        """
+        if self.name in REGISTRY:
+            if self.logits:
+                raise ValueError(
+                    f"{self.name}: outputs probabilities; --logits "
+                    "(logits=True) is for model files"
+                )
+            if self.weights not in (None, "imagenet") and not os.path.isfile(
+                self.weights
+            ):
+                raise WeightsError(f"{self.weights}: weights file not found")
+        elif self.name.endswith((".keras", ".h5")):
+            if not os.path.isfile(self.name):
+                raise ValueError(f"{self.name}: model file not found")
+        else:
+            raise ValueError(
+                f"unknown model {self.name!r}: use one of {sorted(REGISTRY)} "
+                "or a .keras/.h5 file"
+            )
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, int)
+            or self.image_size < 1
+        ):
+            raise ValueError(
+                "image_size must be >= 1 (none: the model's), got "
+                f"{self.image_size!r}"
+            )
+
     def load(self) -> Classifier:
         """The classifier (`load_classifier`)."""
         return load_classifier(
@@ -298,7 +331,7 @@ def _load_model_file(path: str) -> keras.Model:
     except Exception as e:  # Zip, HDF5 and deserialisation errors alike.
         raise ValueError(
             f"{path}: cannot load as a Keras model, damaged or truncated? "
-            f"({_first_line(e)})"
+            f"({files.first_line(e)})"
         ) from None
 
 
@@ -335,7 +368,7 @@ def _check_probabilities(
     except Exception as e:
         raise ValueError(
             f"{name}: cannot run on [{_PROBE_BATCH}, {image_size}, "
-            f"{image_size}, 3] float pixels ({_first_line(e)})"
+            f"{image_size}, 3] float pixels ({files.first_line(e)})"
         ) from None
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"{name}: outputs NaN or infinity on random pixels")
@@ -397,19 +430,15 @@ def load_classifier(
         or fails a check (one line naming the file and what is wrong).
       WeightsError: weights that cannot be found or loaded.
     """
+    ModelConfig(model, weights, image_size, logits).check()
     if model in REGISTRY:
-        if logits:
-            raise ValueError(
-                f"{model}: outputs probabilities; --logits (logits=True) is "
-                "for model files"
-            )
         spec = REGISTRY[model]()
         image_size = image_size or spec.image_size
         keras_model = _from_registry(spec, weights, image_size)
         _check_shapes(keras_model, model)  # Softmax by construction.
         preprocess_input = spec.preprocess_input
         crop_fraction, method = spec.crop_fraction, spec.resize_method
-    elif model.endswith((".keras", ".h5")):
+    else:  # A .keras / .h5 file (`ModelConfig.check`).
         keras_model = _load_model_file(model)
         _check_shapes(keras_model, model)
         image_size = image_size or keras_model.inputs[0].shape[1]
@@ -421,11 +450,6 @@ def load_classifier(
             keras_model = _with_softmax(keras_model)
         preprocess_input = tf.identity
         crop_fraction, method = DEFAULT_CROP_FRACTION, "bilinear"
-    else:
-        raise ValueError(
-            f"unknown model {model!r}: use one of {sorted(REGISTRY)} or a "
-            ".keras/.h5 file"
-        )
 
     resize = functools.partial(
         center_crop_and_resize,

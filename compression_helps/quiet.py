@@ -9,6 +9,8 @@ they can act on, and `TF_CPP_MIN_LOG_LEVEL` does not hide all of them:
   level is read, so no level hides them;
 - `E0000 ... oneDNN supports DT_UINT8 only on platforms with AVX-512 ...`,
   an error-level line about a fallback to Eigen on CPUs without AVX-512;
+- `E0000 ... jpeg_mem.cc:331] Premature end of JPEG data`, libjpeg's words
+  on a damaged file, which the run records in `errors.jsonl` anyway;
 - `W0000 ... png_io.cc:96] PNG warning: iCCP: known incorrect sRGB
   profile`, one per PNG file that carries a common, harmless colour
   profile (libpng's warnings, logged by TF's PNG decoder), hundreds in a
@@ -60,6 +62,9 @@ _NOISE = re.compile(
             r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] ",
             # oneDNN falls back to Eigen for a data type: nothing to do.
             r"E\d{4} .*\] oneDNN supports DT_\w+ only on platforms with",
+            # libjpeg's complaints about a damaged file, relayed by TF's
+            # decoder: the run records the file and why it was skipped.
+            r"E\d{4} [\d:. ]+ \d+ jpeg_mem\.cc:\d+\] ",
             # The second line of cpu_feature_guard.cc's INFO message.
             r"To enable the following instructions: ",
             # libpng's own warning handler, and TF's decoder relaying them.

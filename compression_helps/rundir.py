@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -223,7 +224,8 @@ class RunDir:
                     may_change,
                 )
             run = cls(root, job, record)
-            if not resume:
+            if not resume or not os.path.exists(config_path):
+                # Nothing to check results against: none are trusted.
                 run._remove_owned()
             run.write_json(CONFIG_FILE, record)
             yield run
@@ -268,7 +270,8 @@ class RunDir:
         logs) are recorded whole by naming the folder.
 
         Args:
-          name: a path relative to the root, e.g. "report.json".
+          name: a path relative to the root, e.g. "report.json"; a glob
+            pattern records every file it matches (`map_shards`' shards).
 
         Returns:
           The full path; its parent folders exist.
@@ -349,12 +352,11 @@ class RunDir:
         """
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        # One record for all of them: the marker is not rewritten per shard.
+        folder = os.path.dirname(self.path(f"{SHARD_DIR}/{name}-*.npz"))
         for start in range(0, num_items, shard_size):
             stop = min(start + shard_size, num_items)
-            relative = os.path.join(
-                SHARD_DIR, f"{name}-{start:09d}-{stop:09d}.npz"
-            )
-            path = self.path(relative)
+            path = os.path.join(folder, f"{name}-{start:09d}-{stop:09d}.npz")
             arrays = None
             if os.path.exists(path):
                 try:
@@ -375,12 +377,15 @@ class RunDir:
             yield arrays
 
     def _remove_owned(self) -> None:
-        for name in sorted(self._owned):
-            path = os.path.join(self.root, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.remove(path)
+        # config.json first: a removal cut short leaves no config, and a
+        # resume without one starts afresh.
+        root = glob.escape(self.root)
+        for name in sorted(self._owned, key=lambda n: (n != CONFIG_FILE, n)):
+            for path in glob.glob(os.path.join(root, name)):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.lexists(path):
+                    os.remove(path)
         # Folders left empty by that (e.g. shards/) go too.
         for name in sorted(self._owned, key=len, reverse=True):
             folder = os.path.dirname(os.path.join(self.root, name))

@@ -69,7 +69,7 @@ def check_config(config: Config) -> tuple[int, ...]:
       ValueError: one line naming the bad setting; also when nothing
         answers at `data_service`.
     """
-    checks.model(config.model)
+    config.model.check()
     checks.data(config.data)
     qualities = candidates.validate_qualities(config.qualities)
     checks.integer("batch_size", config.batch_size, 1)

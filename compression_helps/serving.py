@@ -11,12 +11,10 @@ Two serving signatures (STYLE.md, section 6; Model Garden export_base.py):
                      "status": [B] tf.string, "" where the row is valid}
 
 `serve_bytes` makes the JPEG candidates inside, as for training, and checks
-each file first as every data source does (`guard`): a file over the size
-limit, a header claiming too many pixels (a 700-byte JPEG can claim 13000 x
-13000) or a file that cannot be decoded gives a row of zeros and a one-line
-status; the other rows are served. The check reads the header with TF ops
-only (a `tf.numpy_function`, as `guard.tf_bytes_problem` uses, cannot be
-called from a SavedModel loaded in another process).
+each file first as every data source does (`guard.tf_header_problem`): a
+file over the size limit, a header claiming too many pixels (a 700-byte JPEG
+can claim 13000 x 13000) or a file that cannot be decoded gives a row of
+zeros and a one-line status; the other rows are served.
 
 `experiments/export_savedmodel.py` is its command line
 (`export_from_workdir`).
@@ -55,7 +53,6 @@ SERVE_BYTES_ENDPOINT = "serve_bytes"
 SAVED_MODEL_DIR = "saved_model"  # In the training workdir, by default.
 _SAVED_MODEL_PB = "saved_model.pb"
 UNDECODABLE = "cannot decode image"  # The status of a file TF cannot decode.
-_DEFAULT_LIMITS = guard.Limits()  # Those of the data sources.
 
 
 def _check_export_dir(export_dir: str) -> None:
@@ -78,7 +75,7 @@ def export_saved_model(
     resize: Callable[[tf.Tensor], tf.Tensor],
     export_dir: str,
     qualities: Sequence[int | candidates.Codec] = candidates.QUALITIES,
-    limits: guard.Limits = _DEFAULT_LIMITS,
+    limits: guard.Limits = guard.DEFAULT_LIMITS,
 ) -> None:
     """Writes a SavedModel with two serving signatures.
 

@@ -2,7 +2,7 @@
 
 Reads any prepared TFDS image classification data set with ImageNet labels
 through TFDS' own builder, the image bytes as stored (`SkipDecoding`), each
-checked by `guard.tf_bytes_problem` before anything decodes it. A data set
+checked by `guard.tf_header_problem` before anything decodes it. A data set
 that is not prepared is downloaded by TFDS; where that cannot happen
 (offline, or a manual download such as ImageNet's), one line says what to
 fetch and where to put it.
@@ -15,18 +15,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from compression_helps import guard
+from compression_helps import files, guard
 
 __all__ = ["open_split", "prepared_builder"]
 
 # How much of a failed download's message to repeat.
 _DETAIL_CHARS = 200
-_DEFAULT_LIMITS = guard.Limits()
-
-
-def _first_line(error: Exception) -> str:
-    message = str(error).strip()
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 def _shortened(text: str) -> str:
@@ -58,7 +52,7 @@ def prepared_builder(name: str, data_dir: str | None = None) -> Any:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(f"tfds: {_first_line(e)}") from None
+        raise ValueError(f"tfds: {files.first_line(e)}") from None
     if builder.is_prepared():
         return builder
     root = builder.data_dir_root
@@ -77,7 +71,7 @@ def prepared_builder(name: str, data_dir: str | None = None) -> Any:
         relative = os.path.relpath(builder.data_dir, root)
         raise OSError(
             f"tfds {name} is not in {root} and cannot be downloaded here "
-            f"({type(e).__name__}: {_shortened(_first_line(e))}); on a "
+            f"({type(e).__name__}: {_shortened(files.first_line(e))}); on a "
             f"machine with network run `tfds build {name} --data_dir=DIR`, "
             f"then copy DIR/{relative} to {root}/{relative} (or pass "
             "--tfds_data_dir=DIR)"
@@ -89,7 +83,7 @@ def open_split(
     spec: str,
     limit: int | None = None,
     data_dir: str | None = None,
-    limits: guard.Limits = _DEFAULT_LIMITS,
+    limits: guard.Limits = guard.DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The fields of a `datasets.Source` reading one split of a TFDS set.
 
@@ -127,7 +121,7 @@ def open_split(
 
     def to_example(index, features):
         image_bytes = features["image"]
-        error = guard.tf_bytes_problem(image_bytes, limits)
+        error = guard.tf_header_problem(image_bytes, limits, guard.FLAG_HINT)
         id_ = (
             features["file_name"]
             if has_file_name

@@ -255,10 +255,16 @@ def _open_run(
         yield run, checkpoint.Backup(run.path(checkpoint.BACKUP_DIR))
 
 
-def _features_path(workdir: str, run: rundir.RunDir | None) -> str:
-    if run is None:  # A non-chief worker reads the chief's, if there.
-        return os.path.join(workdir, features.FEATURES_FILE)
-    return run.path(features.FEATURES_FILE)
+def _features_path(
+    workdir: str, run: rundir.RunDir | None, resume: bool
+) -> str | None:
+    if run is not None:
+        return run.path(features.FEATURES_FILE)
+    # A non-chief worker reads the chief's file only when resuming: in a
+    # fresh run it may still be the last run's, which the chief is about to
+    # remove and compute again (both must decide alike, or the collective
+    # feature pass waits for ever).
+    return os.path.join(workdir, features.FEATURES_FILE) if resume else None
 
 
 def _features_key(
@@ -290,7 +296,7 @@ def check_config(config: Config) -> tuple[int, ...]:
       ValueError: one line naming the bad setting; also when nothing
         answers at `data_service`.
     """
-    checks.model(config.model)
+    config.model.check()
     checks.data(config.data)
     qualities = tuple(candidates.validate_qualities(config.qualities))
     if config.num_eval is not None:
@@ -405,7 +411,7 @@ def train_and_evaluate(
         if cache:
             results, skipped = trainers.on_features(
                 job,
-                _features_path(workdir, run),
+                _features_path(workdir, run, resume),
                 _features_key(config, classifier, source),
                 write=run is not None,
             )

@@ -113,7 +113,7 @@ def _rows_dataset(
 
 
 def on_features(
-    job: Job, path: str, key: str, write: bool = True
+    job: Job, path: str | None, key: str, write: bool = True
 ) -> tuple[dict, list[rundir.SkippedImage]]:
     """Trains the head on cached features (`features.cache_features`).
 

@@ -354,7 +354,7 @@ def _export(run_dir: rundir.RunDir, name: str, best: dict, comment: str):
 def _fit_budget(
     quality: int,
     images: in_memory.InMemoryImages,
-    stats: statistics.BandStatistics,
+    stats: statistics.BandStatistics | None,
     log: rundir.JsonlCache,
     run_dir: rundir.RunDir,
     config: Config,
@@ -401,7 +401,7 @@ def check_config(config: Config) -> None:
     Raises:
       ValueError: one line naming the bad setting.
     """
-    checks.model(config.model)
+    config.model.check()
     checks.data(config.data)
     if not config.families:
         raise ValueError("no table family to fit")
@@ -464,8 +464,14 @@ def run(
         may_change=("max_trials",),
     ) as run_dir:
         keras.utils.set_random_seed(config.seed)
-        # The "plm" start is then design_qtable.py --split=fit's "monotone".
-        stats = statistics.compute(source.dataset, ignore_errors=True)
+        # Only the "plm" family starts from the statistics: those of all the
+        # fit images (design_qtable.py --split=fit --per_class=0's
+        # "monotone" tables).
+        stats = (
+            statistics.compute(source.dataset, ignore_errors=True)
+            if "plm" in config.families
+            else None
+        )
         images = in_memory.InMemoryImages(
             config.model.load(), source, config.batch_size
         )

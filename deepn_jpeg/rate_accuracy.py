@@ -292,7 +292,7 @@ def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       ValueError: one line naming the bad setting or tables file.
       FileNotFoundError: a tables path without tables.
     """
-    checks.model(config.model)
+    config.model.check()
     checks.data(config.data)
     candidates.validate_qualities(config.qualities)
     codec.check_subsampling(config.subsampling)

@@ -18,6 +18,10 @@ from typing import Any
 
 from absl import flags
 
+# The flags defined here belong to the script that asks for them (its
+# `--help` lists them).
+flags.disclaim_key_flags()
+
 __all__ = [
     "ConfigFlags",
     "define_config_flags",
@@ -112,7 +116,6 @@ class ConfigFlags:
         required: Sequence[str] = (),
         omit: Sequence[str] = (),
         name_flag: str | None = None,
-        module_name: str | None = None,
         prefix: str = "",
         flag_values: flags.FlagValues = flags.FLAGS,
     ):
@@ -125,11 +128,9 @@ class ConfigFlags:
           required: flags that must be given.
           omit: flags not to define; their fields keep the defaults.
           name_flag: the flag of a field called `name` (nested configs).
-          module_name: the script the flags belong to (for `--help`).
           prefix: put in front of every flag's name.
           flag_values: where to define them (tests use their own).
         """
-        self._class = config_class
         self._defaults = config_class() if defaults is None else defaults
         self._fields: dict[str, Any] = {}
         docs = _attribute_docs(config_class)
@@ -144,7 +145,6 @@ class ConfigFlags:
                     required,
                     omit,
                     field.name,
-                    module_name,
                     getattr(hint, "FLAG_PREFIX", ""),
                     flag_values,
                 )
@@ -161,19 +161,12 @@ class ConfigFlags:
                 default,
                 help_text,
                 name in required,
-                {"module_name": module_name, "flag_values": flag_values},
+                flag_values,
             )
 
     def value(self, **overrides: Any) -> Any:
         """The config from the flags' values (and `overrides`)."""
-        values = {
-            name: (
-                field.value()
-                if isinstance(field, ConfigFlags | _Field)
-                else field
-            )
-            for name, field in self._fields.items()
-        }
+        values = {name: field.value() for name, field in self._fields.items()}
         return dataclasses.replace(self._defaults, **{**values, **overrides})
 
 
@@ -183,11 +176,11 @@ def _define(
     default: Any,
     help_text: str,
     required: bool,
-    where: dict[str, Any],
+    flag_values: flags.FlagValues,
 ) -> _Field:
     hint, optional = _unwrap_optional(hint)
     item_type = _list_item_type(hint)
-    kwargs = {"required": required, **where}
+    kwargs = {"required": required, "flag_values": flag_values}
     if item_type is not None:
         if isinstance(default, str):
             default = (default,)
@@ -229,17 +222,8 @@ def define_config_flags(
     Returns:
       The flags; `.value()` builds the config after parsing.
     """
-    # Listed under the calling script in --help, as absl does itself.
-    module_name = sys._getframe(1).f_globals.get("__name__")
-    if module_name == "__main__":
-        module_name = sys.argv[0]
     return ConfigFlags(
-        config_class,
-        defaults,
-        required,
-        omit,
-        module_name=module_name,
-        flag_values=flag_values,
+        config_class, defaults, required, omit, flag_values=flag_values
     )
 
 

@@ -68,8 +68,8 @@ class ConfigChecksTest(tf.test.TestCase, parameterized.TestCase):
         model_file = testing_utils.tiny_model_file(
             self.create_tempdir().full_path
         )
-        checks.model(models.ModelConfig(model_file, None))
-        checks.model(models.ModelConfig("resnet50v2", None, 32))
+        models.ModelConfig(model_file, None).check()
+        models.ModelConfig("resnet50v2", None, 32).check()
         cases = [
             (models.ModelConfig("nope"), "unknown model 'nope'"),
             (models.ModelConfig("/nowhere/m.keras"), "model file not found"),
@@ -85,7 +85,7 @@ class ConfigChecksTest(tf.test.TestCase, parameterized.TestCase):
         for config, message in cases:
             with self.subTest(message):
                 with self.assertRaisesRegex(ValueError, message):
-                    checks.model(config)
+                    config.check()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 import dataclasses
 import os
 import socket
+import subprocess
+import sys
 import time
 from unittest import mock
 
@@ -10,8 +12,46 @@ import tensorflow as tf
 from compression_helps import checks, datasets, evaluate, models, runner
 from tests import testing_utils
 
+_WORKER = """
+import sys, time
+import tensorflow as tf
+service = tf.data.experimental.service
+config = service.WorkerConfig(dispatcher_address=sys.argv[1])
+worker = service.WorkerServer(config)
+time.sleep(600)
+"""
+
 
 class DataServiceTest(tf.test.TestCase):
+    def test_worker_in_another_process_evaluates_every_image(self):
+        # A worker runs the pipeline's graph alone: nothing in it may call
+        # back into this process' Python (`tf.numpy_function`).
+        folder = self.create_tempdir().full_path
+        testing_utils.write_image_folder(folder, [0, 2, 4, 6])
+        with open(os.path.join(folder, "n01440764_bomb.JPEG"), "wb") as f:
+            f.write(testing_utils.image_claiming("jpeg", 13000, 13000))
+        model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
+        classifier = models.load_classifier(model)
+        source = datasets.load(folder)
+        kwargs = dict(codecs=(50,), batch_size=2, verbose=False)
+        local, local_skipped = evaluate.predict(classifier, source, **kwargs)
+        dispatcher = tf.data.experimental.service.DispatchServer()
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, dispatcher.target.split("://")[1]],
+            env=testing_utils.script_environment(TF_CPP_MIN_LOG_LEVEL="3"),
+        )
+        try:
+            remote, remote_skipped = evaluate.predict(
+                classifier, source, data_service=dispatcher.target, **kwargs
+            )
+        finally:
+            worker.kill()
+            worker.wait()
+        self.assertEqual(remote.num_images, 4)
+        np.testing.assert_array_equal(local.ranks, remote.ranks)
+        self.assertEqual(local_skipped, remote_skipped)
+        self.assertStartsWith(remote_skipped[0].reason, "too many pixels")
+
     def test_two_local_workers_give_the_single_process_results(self):
         folder = self.create_tempdir().full_path
         testing_utils.write_image_folder(folder, list(range(0, 40, 3)))

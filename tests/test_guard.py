@@ -1,5 +1,4 @@
 import os
-from unittest import mock
 
 import tensorflow as tf
 from absl.testing import parameterized
@@ -8,84 +7,140 @@ from compression_helps import guard
 from tests import testing_utils
 
 
-class GuardTest(tf.test.TestCase, parameterized.TestCase):
-    def test_good_image_passes(self):
-        data = testing_utils.jpeg_bytes(testing_utils.random_image())
-        self.assertIsNone(guard.bytes_problem(data))
-        path = self.create_tempfile("a.JPEG", content=data).full_path
-        self.assertEqual(guard.read_checked(path), (data, ""))
+class HeaderProblemTest(tf.test.TestCase, parameterized.TestCase):
+    """`guard.tf_header_problem` says what Pillow says of the header."""
 
+    def _both(self, data, limits=None):
+        limits = limits or guard.Limits()
+        eager = guard.tf_header_problem(tf.constant(data), limits)
+        mapped = tf.data.Dataset.from_tensors(data).map(
+            lambda x: guard.tf_header_problem(x, limits)
+        )
+        self.assertEqual(eager, next(iter(mapped)))
+        return eager.numpy().decode(), testing_utils.pillow_header_problem(
+            data, limits
+        )
+
+    @parameterized.parameters(*testing_utils.IMAGE_KINDS)
+    def test_real_files_pass(self, kind):
+        self.assertEqual(self._both(testing_utils.image_file(kind)), ("", None))
+        # What TF decodes is what the header says.
+        image = tf.io.decode_image(
+            testing_utils.image_file(kind), expand_animations=False
+        )
+        self.assertEqual(image.shape[:2], (8, 8))
+
+    @parameterized.parameters(*testing_utils.IMAGE_KINDS)
+    def test_headers_claiming_too_many_pixels(self, kind):
+        # 90 MP: over Pillow's limit (89.5 MP), under twice it, where Pillow
+        # would not say the size.
+        ours, pillows = self._both(
+            testing_utils.image_claiming(kind, 10000, 9000)
+        )
+        self.assertEqual(
+            ours, "too many pixels: 10000x9000 = 90.0 MP > 89.5 MP limit"
+        )
+        if kind != "webp_alpha":
+            self.assertStartsWith(pillows, ours)
+        else:  # Pillow cannot open a canvas larger than its frame; TF fails.
+            self.assertIsNone(pillows)
+
+    def test_sides_that_overflow_an_int64_product(self):
+        ours, _ = self._both(
+            testing_utils.image_claiming("png", 2**32 - 1, 2**32 - 1)
+        )
+        self.assertStartsWith(ours, "too many pixels: 4294967295x4294967295")
+
+    def test_file_too_large(self):
+        data = testing_utils.image_file("png")
+        limits = guard.Limits(max_file_bytes=len(data) - 1)
+        ours, pillows = self._both(data, limits)
+        self.assertEqual(ours, pillows)
+        self.assertStartsWith(ours, "file too large")
+
+    @parameterized.parameters(b"", b"x", b"RIFF", b"GIF8", b"\x89PNG\r\n\x1a\n")
+    def test_short_files_are_left_to_the_decoder(self, data):
+        self.assertEqual(self._both(data)[0], "")
+
+    def test_broken_jpeg_header_is_left_to_the_decoder(self):
+        # `tf.image.extract_jpeg_shape` fails on these; the guard must not.
+        for data in (b"\xff\xd8garbage", b"\xff\xd8\xff\xe0\x00"):
+            self.assertEqual(self._both(data)[0], "")
+
+    def test_jpeg_frame_size_as_libjpeg_reads_it(self):
+        if not testing_utils.has_samples():
+            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
+        for path in testing_utils.sample_paths(50):
+            with open(path, "rb") as f:
+                data = f.read()
+            height, width, _ = tf.image.extract_jpeg_shape(data).numpy()
+            limits = guard.Limits(max_pixels=width * height - 1)
+            self.assertEqual(
+                guard.tf_header_problem(tf.constant(data), limits).numpy(),
+                f"too many pixels: {width}x{height} = "
+                f"{width * height / 1e6:.1f} MP > "
+                f"{limits.max_pixels / 1e6:.1f} MP limit".encode(),
+            )
+
+
+class SourcePixelLimitTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
-        (
-            "jpeg",
-            testing_utils.image_claiming("jpeg", 13000, 13000),
-            "13000x13000 = 169.0 MP",
-        ),
-        # Over twice Pillow's own limit: Pillow says only the pixel count.
-        (
-            "png",
-            testing_utils.image_claiming("png", 23000, 23000),
-            ": 529.0 MP > 89.5 MP limit",
-        ),
+        ("jpeg", "jpeg", 13000, 13000, "13000x13000 = 169.0 MP"),
+        # Over twice Pillow's own limit, where Pillow would not say the size.
+        ("png", "png", 23000, 23000, "23000x23000 = 529.0 MP"),
     )
-    def test_header_over_the_pixel_limit_is_refused(self, data, detail):
-        reason = guard.bytes_problem(data)
-        self.assertStartsWith(reason, "too many pixels:")
-        self.assertIn(detail, reason)
-        self.assertLen(reason.splitlines(), 1)
+    def test_header_over_the_pixel_limit_is_refused(
+        self, kind, width, height, detail
+    ):
+        data = testing_utils.image_claiming(kind, width, height)
+        reason = (
+            guard.tf_header_problem(
+                tf.constant(data), guard.DEFAULT_LIMITS, guard.FLAG_HINT
+            )
+            .numpy()
+            .decode()
+        )
+        self.assertEqual(
+            reason,
+            f"too many pixels: {detail} > 89.5 MP limit (raise --max_pixels)",
+        )
 
     @parameterized.parameters(
         (13000, 13000, 13000 * 13000),
-        # Beyond twice Pillow's limit, where Pillow refuses to open it.
+        # Beyond twice Pillow's limit.
         (23000, 23000, 23000 * 23000),
     )
     def test_limit_can_be_raised(self, width, height, limit):
-        for data in (
-            testing_utils.image_claiming("jpeg", width, height),
-            testing_utils.image_claiming("png", width, height),
-        ):
-            self.assertIsNone(guard.bytes_problem(data, guard.Limits(limit)))
-            self.assertIsNotNone(
-                guard.bytes_problem(data, guard.Limits(limit - 1))
+        for kind in ("jpeg", "png"):
+            data = tf.constant(
+                testing_utils.image_claiming(kind, width, height)
+            )
+            self.assertEqual(
+                guard.tf_header_problem(data, guard.Limits(limit)), b""
+            )
+            self.assertNotEqual(
+                guard.tf_header_problem(data, guard.Limits(limit - 1)), b""
             )
 
-    def test_refused_file_gives_no_bytes(self):
-        data = testing_utils.image_claiming("jpeg", 13000, 13000)
-        path = self.create_tempfile("bomb.JPEG", content=data).full_path
-        image_bytes, reason = guard.read_checked(path)
-        self.assertEqual(image_bytes, b"")
-        self.assertStartsWith(reason, "too many pixels: 13000x13000")
 
-    def test_name_that_is_not_utf8_is_read(self):
+class FileProblemTest(tf.test.TestCase, parameterized.TestCase):
+    def test_good_file_passes(self):
         data = testing_utils.jpeg_bytes(testing_utils.random_image())
+        path = self.create_tempfile("a.JPEG", content=data).full_path
+        self.assertIsNone(guard.file_problem(path))
+
+    def test_name_that_is_not_utf8_is_checked(self):
         folder = os.fsencode(self.create_tempdir().full_path)
         path = folder + b"/caf\xe9.JPEG"
         with open(path, "wb") as f:
-            f.write(data)
-        self.assertEqual(guard.read_checked(path), (data, ""))
-        dataset = tf.data.Dataset.from_tensors(path).map(guard.tf_read_checked)
-        image_bytes, error = next(iter(dataset))
-        self.assertEqual((image_bytes.numpy(), error.numpy()), (data, b""))
-
-    def test_fifo_swapped_in_after_the_check_does_not_block(self):
-        # The name passed `file_problem`, then became a FIFO: the open file
-        # is checked again, and opening does not wait for a writer.
-        path = os.path.join(self.create_tempdir().full_path, "late.JPEG")
-        os.mkfifo(path)
-        with (
-            mock.patch.object(guard, "file_problem", return_value=None),
-            testing_utils.fifo_unblocked_after(path, 20),
-        ):
-            self.assertEqual(
-                guard.read_checked(path), (b"", "not a regular file: a FIFO")
-            )
+            f.write(testing_utils.jpeg_bytes(testing_utils.random_image()))
+        self.assertIsNone(guard.file_problem(path))
 
     def test_file_over_the_size_limit_is_refused_unread(self):
         path = self.create_tempfile(content="x" * 100).full_path
         limits = guard.Limits(max_file_bytes=10)
         self.assertEqual(
-            guard.read_checked(path, limits),
-            (b"", "file too large: 100 bytes > 10"),
+            guard.file_problem(path, limits), "file too large: 100 bytes > 10"
         )
 
     def test_fifo_is_refused_without_blocking(self):
@@ -93,47 +148,18 @@ class GuardTest(tf.test.TestCase, parameterized.TestCase):
         os.mkfifo(path)
         with testing_utils.fifo_unblocked_after(path, 20):
             self.assertEqual(
-                guard.read_checked(path), (b"", "not a regular file: a FIFO")
+                guard.file_problem(path), "not a regular file: a FIFO"
             )
 
     @parameterized.parameters("/dev/zero", "/dev/urandom")
     def test_link_to_a_device_is_refused(self, device):
         path = os.path.join(self.create_tempdir().full_path, ".JPEG")
         os.symlink(device, path)
-        _, reason = guard.read_checked(path)
         self.assertEqual(
-            reason,
+            guard.file_problem(path),
             "not a regular file: a character device (through a symbolic link)",
         )
-
-    def test_tf_reader_matches_the_python_one(self):
-        folder = self.create_tempdir().full_path
-        good = os.path.join(folder, "good.JPEG")
-        with open(good, "wb") as f:
-            f.write(testing_utils.jpeg_bytes(testing_utils.random_image()))
-        os.mkfifo(os.path.join(folder, "fifo.JPEG"))
-        paths = [good, os.path.join(folder, "fifo.JPEG")]
-        dataset = tf.data.Dataset.from_tensor_slices(paths).map(
-            guard.tf_read_checked
-        )
-        for path, (data, error) in zip(paths, dataset, strict=True):
-            expected = guard.read_checked(path)
-            self.assertEqual(data.numpy(), expected[0])
-            self.assertEqual(error.numpy().decode(), expected[1])
 
     def test_limits_must_be_positive(self):
         with self.assertRaisesRegex(ValueError, "must be >= 1"):
             guard.Limits(max_pixels=0)
-
-    def test_unknown_bytes_are_left_to_the_decoder(self):
-        self.assertIsNone(guard.bytes_problem(b"not an image"))
-        self.assertEqual(
-            guard.tf_bytes_problem(
-                tf.constant(testing_utils.image_claiming("jpeg", 20000, 9000))
-            )
-            .numpy()
-            .decode(),
-            guard.bytes_problem(
-                testing_utils.image_claiming("jpeg", 20000, 9000)
-            ),
-        )

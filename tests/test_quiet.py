@@ -66,6 +66,11 @@ class IsNoiseTest(tf.test.TestCase, parameterized.TestCase):
         ("onednn_info", ONEDNN),
         ("png_warning", PNG),
         ("uint8_fallback", UINT8),
+        (
+            "damaged_jpeg",
+            "E0000 00:00:1796145733.511443   15255 jpeg_mem.cc:331] "
+            "Premature end of JPEG data. Stopped at line 8/375",
+        ),
         ("libpng_own", "libpng warning: iCCP: known incorrect sRGB profile"),
         (
             "cpu_guard_second_line",

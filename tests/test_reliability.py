@@ -158,7 +158,7 @@ class BadInputTest(tf.test.TestCase):
             ),
             f"{wnid}_bomb.png": (
                 testing_utils.image_claiming("png", 23000, 23000),
-                "529.0 MP > 89.5 MP limit (raise --max_pixels)",
+                "23000x23000 = 529.0 MP > 89.5 MP limit (raise --max_pixels)",
             ),
         }
         for name, (data, _) in bombs.items():

@@ -254,6 +254,23 @@ class MapShardsTest(tf.test.TestCase):
         self.run_shards(resume, compute, bar)
         return counts, bar.count
 
+    def test_shards_without_a_config_are_not_trusted(self):
+        # A fresh run killed while it removed the last run's files: no
+        # config.json is left to check the shards against.
+        self.run_shards(False)
+        os.remove(os.path.join(self.root, rundir.CONFIG_FILE))
+        self.calls = []
+        self.run_shards(True)
+        self.assertEqual(self.calls, [(0, 3), (3, 6), (6, 7)])
+
+    def test_marker_records_the_shards_once(self):
+        self.run_shards(False)
+        with open(os.path.join(self.root, ".run.json")) as f:
+            owned = json.load(f)["owned"]
+        self.assertEqual(
+            [n for n in owned if n.startswith("shards/")], ["shards/w-*.npz"]
+        )
+
     def test_progress_moves_per_batch_within_a_shard(self):
         counts, total = self.counted(False)
         self.assertEqual(counts, [1] * 7)

@@ -6,7 +6,6 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
-from absl.testing import parameterized
 
 from compression_helps import (
     datasets,
@@ -27,73 +26,8 @@ def random_inputs(batch):
     return testing_utils.random_uint8_inputs(TINY_SIZE, NAMES, batch)
 
 
-KINDS = (
-    "jpeg",
-    "png",
-    "gif",
-    "bmp",
-    "webp",
-    "webp_lossless",
-    "webp_alpha",
-)
-
-
 def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class HeaderProblemTest(tf.test.TestCase, parameterized.TestCase):
-    """`guard.tf_header_problem` says what `guard.bytes_problem` says."""
-
-    def _both(self, data, limits=None):
-        limits = limits or guard.Limits()
-        eager = guard.tf_header_problem(tf.constant(data), limits)
-        mapped = tf.data.Dataset.from_tensors(data).map(
-            lambda x: guard.tf_header_problem(x, limits)
-        )
-        self.assertEqual(eager, next(iter(mapped)))
-        return eager.numpy().decode(), guard.bytes_problem(data, limits)
-
-    @parameterized.parameters(*KINDS)
-    def test_real_files_pass(self, kind):
-        self.assertEqual(self._both(testing_utils.image_file(kind)), ("", None))
-        # What TF decodes is what the header says.
-        image = tf.io.decode_image(
-            testing_utils.image_file(kind), expand_animations=False
-        )
-        self.assertEqual(image.shape[:2], (8, 8))
-
-    @parameterized.parameters(*KINDS)
-    def test_headers_claiming_too_many_pixels(self, kind):
-        # 90 MP: over Pillow's limit (89.5 MP), under twice it, where Pillow
-        # would not say the size.
-        ours, pillows = self._both(
-            testing_utils.image_claiming(kind, 10000, 9000)
-        )
-        self.assertEqual(
-            ours, "too many pixels: 10000x9000 = 90.0 MP > 89.5 MP limit"
-        )
-        if kind != "webp_alpha":
-            self.assertStartsWith(pillows, ours)
-        else:  # Pillow cannot open a canvas larger than its frame; TF fails.
-            self.assertIsNone(pillows)
-
-    def test_sides_that_overflow_an_int64_product(self):
-        ours, _ = self._both(
-            testing_utils.image_claiming("png", 2**32 - 1, 2**32 - 1)
-        )
-        self.assertStartsWith(ours, "too many pixels: 4294967295x4294967295")
-
-    def test_file_too_large(self):
-        data = testing_utils.image_file("png")
-        limits = guard.Limits(max_file_bytes=len(data) - 1)
-        ours, pillows = self._both(data, limits)
-        self.assertEqual(ours, pillows)
-        self.assertStartsWith(ours, "file too large")
-
-    @parameterized.parameters(b"", b"x", b"RIFF", b"GIF8", b"\x89PNG\r\n\x1a\n")
-    def test_short_files_are_left_to_the_decoder(self, data):
-        self.assertEqual(self._both(data)[0], "")
 
 
 class ExportTest(tf.test.TestCase):

@@ -4,14 +4,17 @@ import contextlib
 import importlib.util
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
 import threading
 import time
+import warnings
 import zlib
 
 import numpy as np
+import PIL.Image
 import tensorflow as tf
 from PIL import Image
 
@@ -152,6 +155,18 @@ def start_data_service(num_workers: int = 1) -> tuple:
     return dispatcher, workers
 
 
+# Every image format the sources decode, as `image_file` makes them.
+IMAGE_KINDS = (
+    "jpeg",
+    "png",
+    "gif",
+    "bmp",
+    "webp",
+    "webp_lossless",
+    "webp_alpha",
+)
+
+
 def image_file(kind):
     """A real 8x8 image file of a kind.
 
@@ -218,3 +233,47 @@ def fifo_unblocked_after(path, seconds):
     finally:
         done.set()
         thread.join()
+
+
+def pillow_header_problem(image_bytes: bytes, limits) -> str | None:
+    """`guard.tf_header_problem`'s rule through Pillow: an independent check.
+
+    Args:
+      image_bytes: an encoded image file.
+      limits: the size and pixel limits.
+
+    Returns:
+      A one-line reason, or None. Files Pillow cannot parse pass: the
+      decoder then records why it cannot decode them.
+    """
+    if len(image_bytes) > limits.max_file_bytes:
+        return (
+            f"file too large: {len(image_bytes)} bytes > "
+            f"{limits.max_file_bytes}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(io.BytesIO(image_bytes)) as image:
+                width, height = image.size  # Header only: nothing decoded.
+        size, pixels = f"{width}x{height} = ", width * height
+    except PIL.Image.DecompressionBombError as e:
+        # Over twice Pillow's own limit: Pillow refuses to open it and says
+        # only the pixel count, which may still be within a raised limit.
+        match = re.search(r"\((\d+) pixels\)", str(e))
+        size, pixels = "", int(match.group(1))
+    except Exception:  # Not an image Pillow knows: left to the decoder.
+        return None
+    if pixels > limits.max_pixels:
+        return (
+            f"too many pixels: {size}{pixels / 1e6:.1f} MP > "
+            f"{limits.max_pixels / 1e6:.1f} MP limit"
+        )
+    return None
+
+
+def _pixels_in(message: str) -> int:
+    """The pixel count in Pillow's DecompressionBombError message."""
+    match = re.search(r"\((\d+) pixels\)", message)
+    # Pillow raises only beyond twice its limit: at least that many.
+    return int(match.group(1)) if match else 2 * PIL.Image.MAX_IMAGE_PIXELS + 1
