@@ -14,7 +14,13 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["compression_helps*", "deepn_jpeg*", "experiments*"]
     ),
-    package_data={"compression_helps": ["data/*.tsv"]},
+    # The shipped table sets load by name (deepn_jpeg.tables.load_tableset)
+    # through importlib.resources, from a folder on disk: not zipped.
+    package_data={
+        "compression_helps": ["data/*.tsv"],
+        "deepn_jpeg.qtables": ["*.json"],
+    },
+    zip_safe=False,
     install_requires=[
         # tensorflow-cpu is the same TF without the CUDA plugins; on a GPU
         # machine install the `gpu` extra (see BUILD.md).
@@ -30,6 +36,8 @@ setuptools.setup(
         "importlib_resources>=5",
         "numpy>=1.26,<3",
         "pillow>=10,<14",
+        # deepn_jpeg.codec's "mozjpeg" encoder (mozjpeg 4.0.3, built in).
+        "jpeglib>=1.0.2,<2",
         "matplotlib>=3.8,<4",
         "absl-py>=2,<3",
         # deepn_jpeg.fit's optimiser (Nelder-Mead).

@@ -156,7 +156,9 @@ def data(config: datasets.DataConfig) -> None:
     """
     if config.limit is not None:
         integer("limit", config.limit, 1, note="leave it out for all images")
-    one_of("split", config.split, splits.SPLITS)
+    splits.check_part(config.split)
+    if config.sample is not None:
+        integer("sample", config.sample, 1, note="leave it out for all images")
     integer("split_seed", config.split_seed)
 
 

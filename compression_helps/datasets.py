@@ -333,10 +333,13 @@ class DataConfig:
         sample images (downloaded once).
       limit: only the first `limit` images (in a fixed order).
       tfds_data_dir: TFDS data directory.
-      split: all images, or one half of a seeded random split
-        (`splits.split`):
-        jobs that learn from images use "fit", their evaluation "heldout".
+      split: all images, or one part of a seeded random split
+        (`splits.split`): jobs that learn from images use "fit", their
+        evaluation "heldout"; cross-fitting uses "fit:<k>/<K>" (all but
+        fold k of K) and "heldout:<k>/<K>" (fold k).
       split_seed: the seed of that split.
+      sample: at most this many images of the split part, a random subset
+        seeded by `split_seed` (`splits.sample`); None: all of them.
       max_pixels: the most pixels (width x height) an image's header may
         claim; larger images (decompression bombs) are skipped undecoded.
     """
@@ -346,6 +349,7 @@ class DataConfig:
     tfds_data_dir: str | None = None
     split: str = "all"
     split_seed: int = 0
+    sample: int | None = None
     max_pixels: int = guard.MAX_PIXELS
 
     def resolved(self) -> DataConfig:
@@ -359,14 +363,17 @@ class DataConfig:
         return dataclasses.replace(self, name=name)
 
     def load(self) -> Source:
-        """The source (`load` within `max_pixels`, then `split`)."""
+        """The source (`load` within `max_pixels`, `split`, `sample`)."""
         source = load(
             self.resolved().name,
             self.limit,
             self.tfds_data_dir,
             guard.Limits(max_pixels=self.max_pixels),
         )
-        return splits.split(source, self.split, self.split_seed)
+        part = splits.split(source, self.split, self.split_seed)
+        if self.sample is None:
+            return part
+        return splits.sample(part, self.sample, self.split_seed)
 
 
 def usable(

@@ -24,6 +24,7 @@ job's numbers come from one place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Sequence
 
@@ -49,6 +50,7 @@ __all__ = [
     "assemble",
     "classify_batches",
     "classify_fn",
+    "model_probabilities",
     "predict",
     "ranks_of",
 ]
@@ -223,30 +225,50 @@ def classify_fn(
       `(pixels [b, V, S, S, 3] uint8, labels [b] int32) -> (ranks [b, V],
       topk [b, V, 5], topk_probs [b, V, 5])`.
     """
-    model = classifier.model
 
     @tf.function(jit_compile=jit_compile)
     def classify(pixels: tf.Tensor, labels: tf.Tensor):
         # pixels: [b, V, S, S, 3] uint8 with b <= batch_size; labels: [b].
-        # Padding every call to batch_size makes each image's outputs
-        # independent of how many others share its batch (the kernels a
-        # backend picks can depend on the batch size), so sharded, resumed
-        # and tf.data-service runs give identical numbers.
-        count = tf.shape(pixels)[0]
-        pad = batch_size - count
-        pixels = tf.pad(pixels, [[0, pad], [0, 0], [0, 0], [0, 0], [0, 0]])
-        labels = tf.pad(labels, [[0, pad]])
         shape = tf.shape(pixels)
         flat = tf.reshape(pixels, tf.concat([[-1], shape[2:]], 0))
-        inputs = classifier.preprocess_input(tf.cast(flat, tf.float32))
-        # float32 also under a mixed-precision policy.
-        probs = tf.cast(model(inputs, training=False), tf.float32)  # [B*V, C]
-        probs = tf.reshape(probs, [shape[0], shape[1], -1])  # [B, V, C]
+        probs = model_probabilities(
+            classifier, tf.cast(flat, tf.float32), batch_size * shape[1]
+        )  # [b*V, C]
+        probs = tf.reshape(probs, [shape[0], shape[1], -1])  # [b, V, C]
         ranks = ranks_of(probs, tf.broadcast_to(labels[:, None], shape[:2]))
         top = tf.math.top_k(probs, TOP_K)
-        return ranks[:count], top.indices[:count], top.values[:count]
+        return ranks, top.indices, top.values
 
     return classify
+
+
+def model_probabilities(
+    classifier: models.Classifier, pixels: tf.Tensor, batch_size: int
+) -> tf.Tensor:
+    """The model step: the classifier's probabilities of a batch of pixels.
+
+    The one place the model is called on pixels: the evaluation
+    (`classify_fn`) and the band sensitivities (`deepn_jpeg.band_sensitivity`,
+    whose gradients flow through it). The batch is padded with zero images
+    to `batch_size`: each image's outputs then do not depend on how many
+    others share its batch (the kernels a backend picks can depend on the
+    batch size), so sharded, resumed and tf.data-service runs give
+    identical numbers.
+
+    Args:
+      classifier: the model and its normalisation.
+      pixels: `[b, S, S, 3]` float32 resized pixels in [0, 255], b <=
+        `batch_size`.
+      batch_size: images per model call.
+
+    Returns:
+      `[b, C]` float32 probabilities (also under a mixed-precision policy).
+    """
+    count = tf.shape(pixels)[0]
+    pixels = tf.pad(pixels, [[0, batch_size - count], [0, 0], [0, 0], [0, 0]])
+    inputs = classifier.preprocess_input(pixels)
+    outputs = classifier.model(inputs, training=False)
+    return tf.cast(outputs, tf.float32)[:count]
 
 
 def predict(
@@ -259,12 +281,13 @@ def predict(
     data_service: str | None = None,
     jit_compile: bool = False,
     verbose: bool = True,
+    require_label: bool = True,
 ) -> tuple[Predictions, list[rundir.SkippedImage]]:
     """Evaluates every candidate of every image of `source`.
 
     Args:
       classifier: the model and its preprocessing.
-      source: labelled examples.
+      source: labelled examples (any examples, see `require_label`).
       codecs: candidates 1..V-1, JPEG QFs or `candidates.Codec`s
         (candidate 0 is the original).
       batch_size: images per model call.
@@ -275,6 +298,9 @@ def predict(
         its workers (see `candidates.candidate_batches`).
       jit_compile: compile the model step with XLA.
       verbose: show a progress bar.
+      require_label: skip images without a label. False: evaluate them too
+        (label -1); their ranks then mean nothing, but their top-5 classes,
+        which the label-free selectors use, do.
 
     Returns:
       The `Predictions` of the evaluated images, in the order of `source`,
@@ -290,11 +316,12 @@ def predict(
         return candidates.make_candidates(example, classifier.resize, codecs)
 
     classify = classify_fn(classifier, batch_size, jit_compile)
+    usable = functools.partial(datasets.usable, require_label=require_label)
 
     def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
         # Unlabelled images, and files the guard refused, are dropped here
         # and recorded by `diagnose`.
-        examples = source.read(start, stop).filter(datasets.usable)
+        examples = source.read(start, stop).filter(usable)
         batches = candidates.candidate_batches(
             examples,
             classifier.resize,
@@ -306,7 +333,10 @@ def predict(
         arrays = classify_batches(batches, _counted(classify, report)) or {}
         done = set(arrays.pop("index", np.zeros([0])).tolist())
         missing = sorted(set(range(start, stop)) - done)
-        skipped = [datasets.diagnose(source, i, example_fn) for i in missing]
+        skipped = [
+            datasets.diagnose(source, i, example_fn, require_label)
+            for i in missing
+        ]
         arrays["skipped"] = rundir.SkippedImage.to_array(skipped)
         return arrays
 

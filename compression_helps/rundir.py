@@ -44,6 +44,8 @@ __all__ = [
     "JsonlCache",
     "RunDir",
     "SkippedImage",
+    "count_errors",
+    "read_errors",
 ]
 
 CONFIG_FILE = "config.json"
@@ -397,15 +399,20 @@ class RunDir:
         files.write_json(self._marker_path, {"job": self.job, "owned": []})
 
 
+def read_errors(root: str) -> list[SkippedImage]:
+    """The skipped images of `<root>/errors.jsonl` (none if it is absent)."""
+    path = os.path.join(root, ERRORS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [SkippedImage(**json.loads(line)) for line in f]
+
+
 def count_errors(root: str) -> dict[str, int]:
     """Skipped images of `<root>/errors.jsonl` counted by reason kind."""
     counts: dict[str, int] = {}
-    path = os.path.join(root, ERRORS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                kind = json.loads(line)["reason"].split(":", 1)[0]
-                counts[kind] = counts.get(kind, 0) + 1
+    for skipped in read_errors(root):
+        counts[skipped.kind] = counts.get(skipped.kind, 0) + 1
     return counts
 
 

@@ -28,7 +28,7 @@ from compression_helps import (
     progress,
     rundir,
 )
-from deepn_jpeg import report, statistics, tables
+from deepn_jpeg import report, statistics, tables, tableset_files
 
 __all__ = [
     "JOB",
@@ -265,20 +265,12 @@ def _write_tables(
         "split_seed": config.data.split_seed,
         "chroma_subsampling": stats.chroma_subsampling,
     }
-    tables.save_json(
-        run_dir.path(tables.qtables_filename(variant, "json")),
-        luma,
-        chroma,
-        metadata,
+    comment = (
+        f"DeepN-JPEG tables (PLM {variant}) from {stats.num_images} images "
+        f"of {config.data.name}"
     )
-    tables.write_cjpeg_qtables(
-        run_dir.path(tables.qtables_filename(variant, "txt")),
-        [luma, chroma],
-        comment=(
-            f"DeepN-JPEG tables (PLM {variant}) from {stats.num_images} "
-            f"images of {config.data.name}\nslot 0: luma, slot 1: chroma; "
-            "natural order; cjpeg -qtables FILE -qslots 0,1 (no -quality)"
-        ),
+    tableset_files.write_tableset(
+        run_dir, variant, luma, chroma, comment, metadata
     )
 
 

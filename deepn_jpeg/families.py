@@ -17,6 +17,10 @@ tables:
 - "standard": the Annex K tables, each tilted along the frequency diagonal
   (step * exp(tilt * ((u + v) / 14 - 1/2))), with a chroma-to-luma scale
   ratio.
+- "sensitivity": the same tilts and ratio around the model's sensitivity
+  tables (`deepn_jpeg.sensitivity`), plus a contrast exponent: each table
+  is raised to it (about its geometric mean), so 1 keeps the rate-distortion
+  rule's step ~ s^-1/2 and other values sharpen or flatten it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from deepn_jpeg import statistics, tables
 
 __all__ = ["FAMILIES", "Family", "make_family"]
 
-FAMILIES = ("plm", "standard")
+FAMILIES = ("plm", "standard", "sensitivity")
 # A band's distance from DC along the diagonal, 0 (DC) .. 1 (highest).
 _DIAGONAL = np.add.outer(np.arange(8), np.arange(8)) / 14.0
 
@@ -101,51 +105,88 @@ def _plm_family(stats: statistics.BandStatistics) -> Family:
     )
 
 
-def _standard_family() -> Family:
+def _tilted_family(
+    name: str, luma: np.ndarray, chroma: np.ndarray, with_exponent: bool
+) -> Family:
+    """Tilts and a chroma ratio (and a contrast exponent) around two tables."""
+    base = [np.asarray(t, np.float64) for t in (luma, chroma)]
+    log_means = [np.log(t).mean() for t in base]
+
     def shape(x, scale):
-        log_chroma_ratio, luma_tilt, chroma_tilt = map(float, x)
-        luma = tables.STANDARD_LUMA_QTABLE * np.exp(
-            luma_tilt * (_DIAGONAL - 0.5)
-        )
-        chroma = tables.STANDARD_CHROMA_QTABLE * np.exp(
-            log_chroma_ratio + chroma_tilt * (_DIAGONAL - 0.5)
+        log_chroma_ratio, luma_tilt, chroma_tilt = map(float, x[:3])
+        shaped = base
+        if with_exponent:
+            # About each table's geometric mean: the exponent changes the
+            # spread of the steps and leaves their level to `scale`.
+            shaped = [
+                np.exp(m + float(x[3]) * (np.log(t) - m))
+                for t, m in zip(base, log_means, strict=True)
+            ]
+        tilted = (
+            shaped[0] * np.exp(luma_tilt * (_DIAGONAL - 0.5)),
+            shaped[1]
+            * np.exp(log_chroma_ratio + chroma_tilt * (_DIAGONAL - 0.5)),
         )
         # Round half up into baseline 8-bit steps, as `tables.plm`.
         return tuple(
             np.clip(np.floor(scale * t + 0.5), 1, 255).astype(np.int32)
-            for t in (luma, chroma)
+            for t in tilted
         )
 
+    # (name, start, lower, upper) of each parameter.
+    params = (
+        ("log_chroma_ratio", 0.0, -3.0, 3.0),
+        ("luma_tilt", 0.0, -3.0, 3.0),
+        ("chroma_tilt", 0.0, -3.0, 3.0),
+    ) + ((("exponent", 1.0, 0.25, 2.0),) if with_exponent else ())
+    names, start, lower, upper = zip(*params, strict=True)
     return Family(
-        name="standard",
-        param_names=("log_chroma_ratio", "luma_tilt", "chroma_tilt"),
-        start=(0.0, 0.0, 0.0),
-        lower=(-3.0, -3.0, -3.0),
-        upper=(3.0, 3.0, 3.0),
+        name=name,
+        param_names=names,
+        start=start,
+        lower=lower,
+        upper=upper,
         shape=shape,
     )
 
 
 def make_family(
-    name: str, stats: statistics.BandStatistics | None = None
+    name: str,
+    stats: statistics.BandStatistics | None = None,
+    sensitivity_tables: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Family:
     """A table family by name.
 
     Args:
       name: one of `FAMILIES`.
       stats: band statistics of the fit images (needed by "plm").
+      sensitivity_tables: (luma, chroma) from the fit images' sensitivities
+        (needed by "sensitivity").
 
     Returns:
       The `Family`. At its start and scale 1, "plm" gives the DeepN-JPEG
-      "monotone" tables of `stats` and "standard" the QF 50 tables.
+      "monotone" tables of `stats`, "standard" the QF 50 tables and
+      "sensitivity" `sensitivity_tables`.
 
     Raises:
-      ValueError: unknown name, or "plm" without statistics.
+      ValueError: unknown name, or a family without what it starts from.
     """
     if name == "plm":
         if stats is None:
             raise ValueError("the plm family needs band statistics")
         return _plm_family(stats)
     if name == "standard":
-        return _standard_family()
+        return _tilted_family(
+            name,
+            tables.STANDARD_LUMA_QTABLE,
+            tables.STANDARD_CHROMA_QTABLE,
+            with_exponent=False,
+        )
+    if name == "sensitivity":
+        if sensitivity_tables is None:
+            raise ValueError(
+                "the sensitivity family needs sensitivity tables "
+                "(sensitivity_tables: a measure_sensitivity.py workdir)"
+            )
+        return _tilted_family(name, *sensitivity_tables, with_exponent=True)
     raise ValueError(f"family must be one of {FAMILIES}, got {name!r}")

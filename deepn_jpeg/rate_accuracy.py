@@ -11,6 +11,11 @@ differ. We report top-1/top-5 against bits per pixel and CR (against the
 original files), and the gain at equal top-1: JPEG's bytes divided by
 DeepN-JPEG's, each interpolated on its curve (`deepn_jpeg.comparison`).
 
+Encoders (not in the paper): `Config.encoders` adds every curve written by
+other encoders (`<curve>@mozjpeg`: same tables, trellis quantization);
+standard JPEG written by libjpeg stays the reference of every gain. A table
+set whose file fixes its encoder or subsampling is written only with those.
+
 Diagnostics (not in the paper) split a table set's effect into its parts,
 each one more curve: `<name>-luma` (its luma table with the standard chroma
 table, both scaled to the same quality), `<name>-chroma` (standard luma, its
@@ -28,7 +33,6 @@ rewritten since it began.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,7 +46,14 @@ from compression_helps import (
     models,
     rundir,
 )
-from deepn_jpeg import codec, comparison, report, tables
+from deepn_jpeg import (
+    bootstrap,
+    codec,
+    comparison,
+    report,
+    tables,
+    tableset_files,
+)
 
 __all__ = [
     "JOB",
@@ -54,7 +65,6 @@ __all__ = [
     "load_tablesets",
     "run",
     "table_codec",
-    "tables_files",
 ]
 
 JOB = "eval_deepn_jpeg"
@@ -64,6 +74,8 @@ JPEG_LUMA_SCALE = "jpeg-lumascale"
 JPEG_CHROMA_SCALE = "jpeg-chromascale"
 RESULT_FILE = "rate_accuracy.json"
 PLOT_FILE = "rate_accuracy.png"
+# Also by this name: compression_helps.compress calls it so.
+load_tablesets = tableset_files.load_tablesets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +84,10 @@ class Config:
 
     Attributes:
       tables: design_qtable.py / fit_qtable.py workdirs (every
-        `qtables_<name>.json` in them; curve `<name>`) or tables JSON files.
+        `qtables_<name>.json` in them; curve `<name>`), tables JSON files,
+        or names of table sets shipped with the package
+        (`tables.shipped_names()`; curve `<name>`), for entries that are
+        not existing paths.
       model: the classifier.
       data: the images; split "heldout" evaluates the half that a
         design_qtable.py --split=fit or fit_qtable.py run (same split_seed)
@@ -80,7 +95,13 @@ class Config:
       batch_size: images per model call.
       qualities: the rate grid: IJG quality-like factors applied to the
         standard tables and to every DeepN-JPEG table alike.
-      subsampling: chroma subsampling of every candidate file.
+      subsampling: chroma subsampling of every candidate file (but those of
+        a table set that fixes its own).
+      encoders: every curve, standard JPEG included, is written by each
+        encoder (`codec.ENCODERS`); curves of encoders other than libjpeg
+        are named `<curve>@<encoder>`, e.g. `jpeg@mozjpeg`. Standard JPEG
+        is always also written by libjpeg (`jpeg`, the reference of every
+        gain); a table set that fixes its encoder is written only by it.
       shard_size: images per results shard (the unit of resuming).
       diagnostics: table sets to split into `<name>-luma` and
         `<name>-chroma` curves; non-empty also adds `jpeg-lumascale` and
@@ -90,6 +111,9 @@ class Config:
       gain_drops: gains at the original's top-1 minus these points.
       bootstrap: paired bootstrap resamples of the images for the gains'
         90% intervals (0: none).
+      band_drops: the verdict's top-1 band, the original's top-1 minus
+        the larger to minus the smaller of these points
+        (`comparison.verdict`).
     """
 
     tables: str | tuple[str, ...] = ()
@@ -98,11 +122,13 @@ class Config:
     batch_size: int = 8
     qualities: tuple[int, ...] = candidates.QUALITIES
     subsampling: str = "4:2:0"
+    encoders: tuple[str, ...] = (codec.DEFAULT_ENCODER,)
     shard_size: int = evaluate.SHARD_SIZE
     diagnostics: tuple[str, ...] = ()
     diagnostic_quality: int = 50
     gain_drops: tuple[float, ...] = comparison.GAIN_DROPS
     bootstrap: int = 1000
+    band_drops: tuple[float, float] = comparison.BAND_DROPS
 
 
 def table_codec(
@@ -110,105 +136,42 @@ def table_codec(
     quality: int,
     luma: np.ndarray,
     chroma: np.ndarray,
-    subsampling: str = "4:2:0",
+    subsampling: str = codec.DEFAULT_SUBSAMPLING,
+    encoder: str = codec.DEFAULT_ENCODER,
 ) -> candidates.Codec:
     """A candidate codec writing JPEG files with the given tables.
 
     Args:
-      curve: the curve the candidate belongs to (`JPEG` or a table set).
+      curve: the curve the candidate belongs to (`JPEG`, a table set, or
+        either with `@<encoder>`).
       quality: its grid quality (the tables are already scaled to it).
       luma: `[8, 8]` luma table.
       chroma: `[8, 8]` chroma table.
       subsampling: chroma subsampling, one of `codec.SUBSAMPLINGS`.
+      encoder: one of `codec.ENCODERS`.
 
     Returns:
       The `candidates.Codec` (`codec.tf_encode`).
+
+    Raises:
+      ValueError: bad tables, subsampling or encoder (here, not at trace).
     """
-    luma, chroma = tables.validate_qtable(luma), tables.validate_qtable(chroma)
+    # Checked once here; the codec's images skip the checks (`tf_encode`).
+    settings = tables.TableSet(luma, chroma, subsampling, encoder)
     codec.check_subsampling(subsampling)
+    codec.check_encoder(encoder)
 
     def encode(image_uint8):
-        return codec.tf_encode(image_uint8, luma, chroma, subsampling)
+        return codec.tf_encode(image_uint8, tables=settings)
 
     return candidates.Codec(curve, quality, encode)
 
 
-def _files_in(path: str) -> dict[str, str]:
-    """Table set name -> its JSON file, for a folder or one file."""
-    if os.path.isfile(path):
-        name = os.path.splitext(os.path.basename(path))[0]
-        return {name.removeprefix("qtables_"): path}
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such tables file or folder")
-    # The PLM variants first, in their usual order, then by name.
-    names = sorted(
-        (
-            f.removeprefix("qtables_").removesuffix(".json")
-            for f in os.listdir(path)
-            if f.startswith("qtables_") and f.endswith(".json")
-        ),
-        key=lambda n: (
-            tables.PLM_VARIANTS.index(n)
-            if n in tables.PLM_VARIANTS
-            else len(tables.PLM_VARIANTS),
-            n,
-        ),
-    )
-    if not names:
-        raise FileNotFoundError(
-            f"{path}: no qtables_<name>.json (run design_qtable.py or "
-            "fit_qtable.py first)"
-        )
-    return {
-        name: os.path.join(path, tables.qtables_filename(name, "json"))
-        for name in names
-    }
-
-
-def tables_files(paths: str | Sequence[str]) -> dict[str, str]:
-    """Table set name -> its JSON file, from folders and/or files.
-
-    Args:
-      paths: one path or several; a folder contributes every
-        `qtables_<name>.json` in it (name `<name>`), a file itself (name:
-        its file name without `qtables_` and `.json`).
-
-    Returns:
-      The files, in path order.
-
-    Raises:
-      FileNotFoundError: no paths, or a path without tables.
-      ValueError: two table sets with the same name, or a reserved name.
-    """
-    if isinstance(paths, str):
-        paths = (paths,)
-    if not paths:
-        raise FileNotFoundError("no tables given (--tables)")
-    found: dict[str, str] = {}
-    for path in paths:
-        for name, file in _files_in(path).items():
-            if name in found:
-                raise ValueError(f"two table sets named {name!r} ({path})")
-            if not name or name in (JPEG, candidates.ORIGINAL):
-                raise ValueError(f"{file}: table set name {name!r} is reserved")
-            found[name] = file
-    return found
-
-
-def load_tablesets(
-    paths: str | Sequence[str],
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Name -> (luma, chroma) of every table set of `tables_files(paths)`.
-
-    Raises:
-      FileNotFoundError: a path without tables.
-      ValueError: duplicate or reserved names, or a file that is not a
-        valid tables file (one line naming it, `tables.load_json`).
-    """
-    return {
-        name: tables.load_json(file)
-        for name, file in tables_files(paths).items()
-    }
+def _encoder_curve(curve: str, encoder: str) -> str:
+    """The name of `curve` written by `encoder`: `<curve>@<encoder>`."""
+    if encoder == codec.DEFAULT_ENCODER:
+        return curve
+    return f"{curve}{tableset_files.ENCODER_MARK}{encoder}"
 
 
 def curve_tables(
@@ -263,20 +226,49 @@ def curve_tables(
 def _codecs(
     tablesets: dict[str, tuple[np.ndarray, np.ndarray]], config: Config
 ) -> list[candidates.Codec]:
-    """Every curve's codec at every grid quality, curve by curve."""
+    """Every curve's codec at every grid quality, curve by curve.
+
+    Each curve is written by every encoder of `config.encoders` with
+    `config.subsampling`, standard JPEG also by libjpeg (the reference); the
+    curves of a table set whose file fixes its encoder or subsampling (its
+    diagnostics included) only with what the file fixes.
+    """
+    # `tablesets` holds the tables (as `run` records them); the settings
+    # their files fix are read with them again.
+    fixed = tableset_files.load_sets(config.tables)
+    source = {
+        f"{name}-{part}": name
+        for name in config.diagnostics
+        for part in ("luma", "chroma")
+    }
     by_quality = {
         quality: curve_tables(
             tablesets, quality, config.diagnostics, config.diagnostic_quality
         )
         for quality in config.qualities
     }
-    return [
-        table_codec(
-            curve, quality, *by_quality[quality][curve], config.subsampling
-        )
-        for curve in by_quality[config.qualities[0]]
-        for quality in config.qualities
-    ]
+    codecs = []
+    for curve in by_quality[config.qualities[0]]:
+        encoders, subsampling = config.encoders, config.subsampling
+        if curve == JPEG:
+            encoders = tuple(dict.fromkeys((codec.DEFAULT_ENCODER, *encoders)))
+        tableset = fixed.get(source.get(curve, curve))
+        if tableset is not None and tableset.encoder is not None:
+            encoders = (tableset.encoder,)
+        if tableset is not None and tableset.subsampling is not None:
+            subsampling = tableset.subsampling
+        codecs += [
+            table_codec(
+                _encoder_curve(curve, encoder),
+                quality,
+                *by_quality[quality][curve],
+                subsampling,
+                encoder,
+            )
+            for encoder in encoders
+            for quality in config.qualities
+        ]
+    return codecs
 
 
 def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -286,7 +278,7 @@ def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       config: the settings.
 
     Returns:
-      The table sets of `config.tables` (`load_tablesets`).
+      The table sets of `config.tables` (`tableset_files.load_tablesets`).
 
     Raises:
       ValueError: one line naming the bad setting or tables file.
@@ -296,6 +288,12 @@ def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     checks.data(config.data)
     candidates.validate_qualities(config.qualities)
     codec.check_subsampling(config.subsampling)
+    if not config.encoders:
+        raise ValueError("encoders is empty")
+    for encoder in config.encoders:
+        codec.check_encoder(encoder)
+    if len(set(config.encoders)) < len(config.encoders):
+        raise ValueError(f"encoders must be distinct, got {config.encoders}")
     checks.integer("batch_size", config.batch_size, 1)
     checks.integer("shard_size", config.shard_size, 1)
     checks.integer("bootstrap", config.bootstrap, 0, note="0: no intervals")
@@ -305,7 +303,10 @@ def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise ValueError("gain_drops is empty")
     if len(set(drops)) < len(drops):
         raise ValueError(f"gain_drops must be distinct numbers, got {drops}")
-    tablesets = load_tablesets(config.tables)
+    band = [checks.number("band_drops", d, 0.0) for d in config.band_drops]
+    if len(band) != 2 or band[0] >= band[1]:
+        raise ValueError(f"band_drops must be two drops 0 <= a < b: {band}")
+    tablesets = tableset_files.load_tablesets(config.tables)
     curve_tables(tablesets, 50, config.diagnostics)  # Unknown diagnostics.
     return tablesets
 
@@ -334,7 +335,7 @@ def run(
       FileNotFoundError: missing tables or images.
     """
     tablesets = check_config(config)
-    table_files = tables_files(config.tables)
+    table_files = tableset_files.tables_files(config.tables)
     data = config.data.resolved()
     config = dataclasses.replace(
         config,
@@ -384,17 +385,6 @@ def _result(
     tablesets: dict[str, tuple[np.ndarray, np.ndarray]],
     num_errors: int,
 ) -> dict:
-    curve_points = comparison.curves(predictions)
-    original_top1 = curve_points[candidates.ORIGINAL][0]["top1"]
-    gain_points = comparison.gains(
-        curve_points, original_top1, config.gain_drops
-    )
-    if config.bootstrap:
-        intervals = comparison.gain_intervals(
-            predictions, config.gain_drops, config.bootstrap
-        )
-        for g in gain_points:
-            g["interval"] = intervals[(g["curve"], g["drop"])]
     diagnostic_curves = [
         f"{n}-{part}" for n in config.diagnostics for part in ("luma", "chroma")
     ]
@@ -409,8 +399,8 @@ def _result(
             name: {"luma": luma.tolist(), "chroma": chroma.tolist()}
             for name, (luma, chroma) in tablesets.items()
         },
-        "curves": curve_points,
         "diagnostic_curves": diagnostic_curves,
-        "gains": gain_points,
-        "bootstrap": config.bootstrap,
+        **bootstrap.summarize(
+            predictions, config.gain_drops, config.band_drops, config.bootstrap
+        ),
     }

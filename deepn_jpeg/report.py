@@ -200,6 +200,17 @@ def rate_accuracy_figure(result: dict):
             lw=0.8,
             label=f"original files ({original['bpp']:.2f} bpp)",
         )
+        if key == "top1" and result.get("verdict"):
+            # The band is the same for every curve: where the verdict's
+            # bytes ratio is averaged.
+            low, high = result["verdict"][0]["band"]
+            ax.axhspan(
+                low,
+                high,
+                color="gold",
+                alpha=0.2,
+                label=f"verdict band (top-1 {low:.1f}-{high:.1f} %)",
+            )
         ax.set_xscale("log")
         # Plain numbers at 1, 2, 5 x 10^k: the default labels overlap.
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -240,8 +251,43 @@ def _gain_cell(gain: dict) -> str:
     )
 
 
+def _verdict_lines(result: dict) -> list[str]:
+    """The band gain of each curve, its interval and call, as markdown."""
+    lines = [
+        "",
+        "verdict: band gain = geometric mean of JPEG bytes / curve bytes "
+        "over the top-1 band (the original's top-1 minus the band drops), "
+        "on each curve's monotone frontier; [5th, 95th percentile over "
+        f"{result.get('bootstrap', 0)} paired bootstrap resamples of the "
+        "images where both curves cover the band]; defined: the share of "
+        "resamples where they do",
+        "",
+        "| curve | band top-1 % | gain | 90% interval | defined | call |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for v in result["verdict"]:
+        band = f"{v['band'][0]:.2f}-{v['band'][1]:.2f}"
+        gain = "n/a" if v["gain"] is None else f"{v['gain']:.2f}x"
+        interval = defined = ""
+        if v["low"] is not None:
+            interval = f"[{v['low']:.2f}, {v['high']:.2f}]"
+        if v["defined"] is not None:
+            defined = f"{100 * v['defined']:.0f}%"
+        call = v["call"]
+        if v["gain"] is None:  # Say which curve misses the band.
+            ranges = (v["top1_range"], v["jpeg_top1_range"])
+            call += " (top-1 {:.2f}-{:.2f}, JPEG {:.2f}-{:.2f})".format(
+                *ranges[0], *ranges[1]
+            )
+        lines.append(
+            f"| {v['curve']} | {band} | {gain} | {interval} | {defined} "
+            f"| {call} |"
+        )
+    return lines
+
+
 def rate_accuracy_text(result: dict) -> str:
-    """The curves and gains of `rate_accuracy.run` as markdown tables."""
+    """The curves, gains and verdict of `rate_accuracy.run` as markdown."""
     lines = [
         "| curve | quality | top-1 % | top-5 % | bpp | CR |",
         "|---|---:|---:|---:|---:|---:|",
@@ -279,6 +325,8 @@ def rate_accuracy_text(result: dict) -> str:
     for curve, by_target in rows.items():
         cells = [_gain_cell(by_target[t]) for t in targets]
         lines.append(f"| {curve} | " + " | ".join(cells) + " |")
+    if result.get("verdict"):
+        lines += _verdict_lines(result)
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import candidates, datasets, files
+from compression_helps import candidates, checks, datasets, files
 
 __all__ = [
     "BLOCK_SIZE",
@@ -52,6 +52,7 @@ __all__ = [
     "block_dct",
     "compute",
     "compute_with_indices",
+    "downsample_chroma",
     "image_sums",
     "rgb_to_ycbcr",
 ]
@@ -310,11 +311,7 @@ def _planes(component: str) -> list[int]:
 
 
 def _check_subsampling(chroma_subsampling: str) -> None:
-    if chroma_subsampling not in CHROMA_SUBSAMPLINGS:
-        raise ValueError(
-            f"chroma_subsampling must be one of {CHROMA_SUBSAMPLINGS}, got "
-            f"{chroma_subsampling!r}"
-        )
+    checks.one_of("chroma_subsampling", chroma_subsampling, CHROMA_SUBSAMPLINGS)
 
 
 def rgb_to_ycbcr(image_uint8: tf.Tensor) -> tf.Tensor:
@@ -362,6 +359,20 @@ def block_dct(plane: tf.Tensor) -> tf.Tensor:
     return tf.linalg.matrix_transpose(coefficients)[:-1]
 
 
+def downsample_chroma(chroma: tf.Tensor) -> tf.Tensor:
+    """4:2:0 chroma: the mean of each 2x2 block of pixels.
+
+    Args:
+      chroma: `[H, W, C]` float planes (Cb, Cr); an odd last row or column
+        is dropped (the image cropped to even size).
+
+    Returns:
+      `[H // 2, W // 2, C]`, in `chroma`'s dtype.
+    """
+    # "VALID" windows: an odd last row or column is in none.
+    return tf.nn.avg_pool2d(chroma[None], 2, 2, "VALID")[0]
+
+
 def image_sums(
     image_uint8: tf.Tensor, chroma_subsampling: str = "4:4:4"
 ) -> dict[str, tf.Tensor]:
@@ -380,10 +391,7 @@ def image_sums(
     ycbcr = rgb_to_ycbcr(image_uint8)  # [H, W, 3] float64
     planes = [ycbcr[..., 0], ycbcr[..., 1], ycbcr[..., 2]]
     if chroma_subsampling == "4:2:0":
-        chroma = ycbcr[..., 1:]
-        even = 2 * (tf.shape(chroma)[:2] // 2)
-        chroma = chroma[None, : even[0], : even[1]]  # [1, H', W', 2]
-        chroma = tf.nn.avg_pool2d(chroma, 2, 2, "VALID")[0]
+        chroma = downsample_chroma(ycbcr[..., 1:])
         planes[1:] = [chroma[..., 0], chroma[..., 1]]
     counts, sums, sums_sq = [], [], []
     for plane in planes:

@@ -10,6 +10,11 @@ values ("paper" defaults) come from a public re-implementation and are not
 confirmed against the paper's text; they make the step jump up at T2 (20 just
 below, 60 just above), so the "monotone" variant removes that jump.
 
+The table checks and files (JSON table sets with the subsampling and encoder
+they may fix, shipped sets loaded by name, `cjpeg -qtables` text) live in
+`deepn_jpeg.tables_io`; this module re-exports them, so `tables.load_json`,
+`tables.TableSet`, `tables.load_tableset`, ... are the names to use.
+
 Every table here is `[8, 8]` in natural (row-major, not zigzag) order, row =
 vertical frequency: the order of Pillow's `qtables=` and `Image.quantization`,
 libjpeg's `jpeg_add_quant_table` and `cjpeg -qtables` files.
@@ -18,14 +23,11 @@ libjpeg's `jpeg_add_quant_table` and `cjpeg -qtables` files.
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from compression_helps import files
+from deepn_jpeg import tables_io
 
 __all__ = [
     "PAPER_PARAMS",
@@ -33,22 +35,44 @@ __all__ = [
     "STANDARD_CHROMA_QTABLE",
     "STANDARD_LUMA_QTABLE",
     "PlmParams",
+    "TableSet",
     "format_qtable",
     "from_json",
     "ijg_scale_factor",
     "load_json",
+    "load_tableset",
     "monotone_c",
     "plm",
     "qtables_filename",
     "read_cjpeg_qtables",
     "save_json",
     "scale_qtable",
+    "shipped_names",
     "standard_qtables",
+    "tableset_file",
+    "tableset_from_json",
     "to_cjpeg_qtables",
     "to_json",
     "validate_qtable",
     "write_cjpeg_qtables",
 ]
+
+# Re-exported from `tables_io` (one definition each, there).
+TableSet = tables_io.TableSet
+format_qtable = tables_io.format_qtable
+from_json = tables_io.from_json
+load_json = tables_io.load_json
+load_tableset = tables_io.load_tableset
+qtables_filename = tables_io.qtables_filename
+read_cjpeg_qtables = tables_io.read_cjpeg_qtables
+save_json = tables_io.save_json
+shipped_names = tables_io.shipped_names
+tableset_file = tables_io.tableset_file
+tableset_from_json = tables_io.tableset_from_json
+to_cjpeg_qtables = tables_io.to_cjpeg_qtables
+to_json = tables_io.to_json
+validate_qtable = tables_io.validate_qtable
+write_cjpeg_qtables = tables_io.write_cjpeg_qtables
 
 # ITU-T T.81 (JPEG) Annex K, Tables K.1 and K.2, natural order.
 STANDARD_LUMA_QTABLE = np.array(
@@ -78,10 +102,6 @@ STANDARD_CHROMA_QTABLE = np.array(
     dtype=np.int32,
 )
 PLM_VARIANTS = ("paper", "monotone")
-# Baseline JPEG stores 8-bit steps.
-_MIN_STEP, _MAX_STEP = 1, 255
-_JSON_FORMAT = "deepn_jpeg.qtables/1"
-_MAX_JSON_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,55 +207,7 @@ def plm(std: Any, variant: str = "paper", **params: float) -> np.ndarray:
         np.where(delta <= p.t2, p.b - p.k2 * delta, p.c - p.k3 * delta),
     )
     q = np.floor(np.maximum(q, p.q_min) + 0.5)
-    return np.clip(q, _MIN_STEP, _MAX_STEP).astype(np.int32)
-
-
-def validate_qtable(qtable: Any) -> np.ndarray:
-    """Checks a quantization table for baseline JPEG.
-
-    Args:
-      qtable: 64 integers (any nesting, natural order).
-
-    Returns:
-      `[8, 8]` int32.
-
-    Raises:
-      ValueError: not 64 integers in [1, 255] (one line).
-    """
-    # Entries as a JSON file may hold them: strings, None, booleans.
-    bad = [v for v in _leaves(qtable) if not _is_number(v)]
-    if bad:
-        raise ValueError(f"qtable entries must be integers, got {bad[0]!r}")
-    try:
-        array = np.asarray(qtable, dtype=np.float64)  # Also ints > int64.
-    except ValueError:  # Ragged nesting, e.g. a row of 7.
-        raise ValueError("a qtable has 8 rows of 8 entries") from None
-    if array.size != 64:
-        raise ValueError(f"a qtable has 64 entries, got shape {array.shape}")
-    with np.errstate(invalid="ignore"):  # mod(inf, 1) is NaN: refused.
-        fractional = ~np.isfinite(array) | (np.mod(array, 1) != 0)
-    if np.any(fractional):
-        bad = array[fractional].ravel()[0].item()
-        raise ValueError(f"qtable entries must be integers, got {bad!r}")
-    if array.min() < _MIN_STEP or array.max() > _MAX_STEP:
-        raise ValueError(
-            f"baseline qtable entries must be in [1, 255], got "
-            f"[{array.min():g}, {array.max():g}]"
-        )
-    return array.astype(np.int32).reshape(8, 8)
-
-
-def _leaves(value: Any) -> list[Any]:
-    """The entries of nested lists and arrays, as Python values."""
-    if isinstance(value, list | tuple):
-        return [leaf for item in value for leaf in _leaves(item)]
-    if hasattr(value, "__array__"):  # NumPy arrays and scalars, tensors.
-        return np.asarray(value).ravel().tolist()
-    return [value]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return np.clip(q, tables_io.MIN_STEP, tables_io.MAX_STEP).astype(np.int32)
 
 
 def ijg_scale_factor(quality: int) -> int:
@@ -267,7 +239,9 @@ def scale_qtable(qtable: Any, quality: int) -> np.ndarray:
     """
     table = validate_qtable(qtable).astype(np.int64)
     scaled = (table * ijg_scale_factor(quality) + 50) // 100
-    return np.clip(scaled, _MIN_STEP, _MAX_STEP).astype(np.int32)
+    return np.clip(scaled, tables_io.MIN_STEP, tables_io.MAX_STEP).astype(
+        np.int32
+    )
 
 
 def standard_qtables(quality: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -284,200 +258,3 @@ def standard_qtables(quality: int = 50) -> tuple[np.ndarray, np.ndarray]:
         scale_qtable(STANDARD_LUMA_QTABLE, quality),
         scale_qtable(STANDARD_CHROMA_QTABLE, quality),
     )
-
-
-def format_qtable(table: Any, fmt: str = "{:4d}") -> str:
-    """An 8x8 grid as text, one row per line.
-
-    Args:
-      table: `[8, 8]` numbers.
-      fmt: format of one entry, e.g. "{:4d}" or "{:7.2f}".
-
-    Returns:
-      8 lines, no trailing newline.
-    """
-    array = np.asarray(table).reshape(8, 8)
-    if "d}" in fmt:
-        array = array.astype(np.int64)
-    return "\n".join(
-        "".join(fmt.format(value) for value in row) for row in array.tolist()
-    )
-
-
-def to_json(
-    luma: Any, chroma: Any, metadata: dict[str, Any] | None = None
-) -> str:
-    """A pair of tables as JSON (natural order, 8 rows of 8).
-
-    Args:
-      luma: `[8, 8]` luma table.
-      chroma: `[8, 8]` chroma table.
-      metadata: extra JSON-serialisable fields (e.g. PLM parameters).
-
-    Returns:
-      The JSON document.
-    """
-    return json.dumps(
-        {
-            "format": _JSON_FORMAT,
-            "order": "natural",
-            "luma": validate_qtable(luma).tolist(),
-            "chroma": validate_qtable(chroma).tolist(),
-            "metadata": metadata or {},
-        },
-        indent=1,
-    )
-
-
-def from_json(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads `to_json` output.
-
-    Args:
-      text: the JSON document.
-
-    Returns:
-      `(luma, chroma)`, `[8, 8]` int32 each.
-
-    Raises:
-      ValueError: not JSON, not a qtables document, or invalid tables (one
-        line saying which).
-    """
-    try:
-        data = json.loads(text)
-    except ValueError as e:  # JSONDecodeError: one line with the position.
-        raise ValueError(f"not JSON: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != _JSON_FORMAT:
-        raise ValueError(f"not a {_JSON_FORMAT} document")
-    found = []
-    for key in ("luma", "chroma"):
-        if key not in data:
-            raise ValueError(f"no {key} table")
-        try:
-            found.append(validate_qtable(data[key]))
-        except ValueError as e:
-            raise ValueError(f"{key}: {e}") from None
-    return found[0], found[1]
-
-
-def qtables_filename(name: str, extension: str) -> str:
-    """The file name of a table set in a run folder.
-
-    Args:
-      name: the set's name: a PLM variant, or a fitted set's name.
-      extension: "json" (`save_json`) or "txt" (`write_cjpeg_qtables`).
-
-    Returns:
-      `qtables_<name>.<extension>`, relative to the run folder.
-    """
-    return f"qtables_{name}.{extension}"
-
-
-def save_json(
-    path: str,
-    luma: Any,
-    chroma: Any,
-    metadata: dict[str, Any] | None = None,
-) -> None:
-    """Writes `to_json(luma, chroma, metadata)` to `path`, atomically.
-
-    Args:
-      path: output file.
-      luma: `[8, 8]` luma table.
-      chroma: `[8, 8]` chroma table.
-      metadata: extra JSON fields.
-    """
-    files.write_text(path, to_json(luma, chroma, metadata))
-
-
-def load_json(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a file written by `save_json`.
-
-    Args:
-      path: the JSON file.
-
-    Returns:
-      `(luma, chroma)`, `[8, 8]` int32 each.
-
-    Raises:
-      OSError: the file cannot be opened (its message names it).
-      ValueError: `<path>: not a valid tables file (<why>)`, one line.
-    """
-    with open(path, "rb") as f:
-        # Bounded: a tables file is about 1 KB, `path` may be a device.
-        data = f.read(_MAX_JSON_BYTES + 1)
-    try:
-        if len(data) > _MAX_JSON_BYTES:
-            raise ValueError(f"larger than {_MAX_JSON_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("not UTF-8 text") from None
-        return from_json(text)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a valid tables file ({e})") from None
-
-
-def to_cjpeg_qtables(tables: Sequence[Any], comment: str | None = None) -> str:
-    """Tables as a libjpeg `cjpeg -qtables` text file.
-
-    The format of libjpeg's usage.txt: 64 whitespace-separated integers per
-    table in natural (not zigzag) order, `#` starts a comment. Use as
-
-        cjpeg -qtables FILE -qslots 0,1 -sample 2x2 -optimize in.ppm
-
-    without `-quality` (cjpeg scales -qtables tables by the -quality scale
-    factor, 100% when it is absent).
-
-    Args:
-      tables: the tables for slots 0, 1, ... (luma first), `[8, 8]` each.
-      comment: text for a leading `#` comment (may have several lines).
-
-    Returns:
-      The file's text.
-    """
-    lines = [f"# {line}" for line in (comment or "").splitlines()]
-    for slot, table in enumerate(tables):
-        lines.append(f"# table {slot}")
-        lines.append(format_qtable(validate_qtable(table)))
-    return "\n".join(lines) + "\n"
-
-
-def read_cjpeg_qtables(text: str) -> list[np.ndarray]:
-    """Parses a `cjpeg -qtables` text file.
-
-    Args:
-      text: the file's text.
-
-    Returns:
-      The tables in file order, `[8, 8]` int32 each.
-
-    Raises:
-      ValueError: a count of numbers that is not a multiple of 64, or bad
-        values.
-    """
-    body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-    tokens = re.findall(r"\S+", body)
-    try:
-        values = [int(token) for token in tokens]
-    except ValueError:
-        raise ValueError("a -qtables file holds only integers") from None
-    if not values or len(values) % 64:
-        raise ValueError(
-            f"a -qtables file holds 64 numbers per table, got {len(values)}"
-        )
-    return [
-        validate_qtable(values[i : i + 64]) for i in range(0, len(values), 64)
-    ]
-
-
-def write_cjpeg_qtables(
-    path: str, tables: Sequence[Any], comment: str | None = None
-) -> None:
-    """Writes `to_cjpeg_qtables(tables, comment)` to `path`, atomically.
-
-    Args:
-      path: output file.
-      tables: the tables for slots 0, 1, ..., `[8, 8]` each.
-      comment: leading comment.
-    """
-    files.write_text(path, to_cjpeg_qtables(tables, comment))

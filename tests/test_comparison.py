@@ -1,36 +1,16 @@
+import json
+
 import numpy as np
 import tensorflow as tf
+from absl.testing import parameterized
 
 from compression_helps import evaluate
-from deepn_jpeg import comparison
+from deepn_jpeg import comparison, rate_accuracy
+from tests import testing_utils
 
 
 def point(nbytes, top1):
     return {"bytes": nbytes, "top1": top1}
-
-
-def fake_predictions(ranks, sizes, curves, qualities, topk_probs=None):
-    """Predictions of N images from `[N, V]` ranks and sizes."""
-    n, v = ranks.shape
-    if topk_probs is None:
-        topk_probs = np.zeros([n, v, 5], np.float32)
-    return evaluate.Predictions(
-        ranks=np.asarray(ranks, np.int32),
-        sizes=np.asarray(sizes, np.int64),
-        topk=np.zeros([n, v, 5], np.int32),
-        topk_probs=np.asarray(topk_probs, np.float32),
-        labels=np.zeros([n], np.int32),
-        curves=np.array(curves),
-        qualities=np.array(qualities, np.int32),
-        ids=np.array([str(i) for i in range(n)]),
-        names=np.array(
-            [
-                "original" if c == "original" else f"{c}_q{q}"
-                for c, q in zip(curves, qualities, strict=True)
-            ]
-        ),
-        num_pixels=np.full([n], 100, np.int64),
-    )
 
 
 class BytesAtTop1Test(tf.test.TestCase):
@@ -67,7 +47,7 @@ class CurvesTest(tf.test.TestCase):
         # "a_q5" would have been parsed as curve "a", quality 5.
         ranks = np.array([[1, 1, 3, 7], [2, 1, 1, 1]])
         sizes = np.array([[400, 100, 50, 40], [600, 300, 150, 100]])
-        predictions = fake_predictions(
+        predictions = testing_utils.fake_predictions(
             ranks, sizes, ["original", "jpeg", "a_q5", "a_q5"], [0, 50, 90, 10]
         )
         points = comparison.curves(predictions)
@@ -82,7 +62,7 @@ class CurvesTest(tf.test.TestCase):
     def test_top1_top5_come_from_evaluate_accuracy(self):
         ranks = np.array([[1, 6], [5, 2], [2, 1]])
         probs = np.tile(np.linspace(0.5, 0.1, 5), [3, 2, 1])
-        predictions = fake_predictions(
+        predictions = testing_utils.fake_predictions(
             ranks, np.ones([3, 2]), ["original", "jpeg"], [0, 50], probs
         )
         accuracy = evaluate.accuracy(predictions, 1)
@@ -95,29 +75,121 @@ class CurvesTest(tf.test.TestCase):
         self.assertEqual(point["top5"], accuracy["top5"])
 
 
-class GainIntervalsTest(tf.test.TestCase):
-    def test_same_accuracy_at_half_the_bytes_is_2x_in_every_resample(self):
-        rng = np.random.default_rng(0)
-        n = 40
-        jpeg_ranks = rng.integers(1, 3, [n, 2])  # Ranks 1 or 2.
-        jpeg_ranks[:, 0] = 1  # Quality 90: every image right.
-        jpeg_sizes = rng.integers(1000, 2000, [n, 2])
-        jpeg_sizes[:, 0] *= 3
-        ranks = np.concatenate([np.ones([n, 1]), jpeg_ranks, jpeg_ranks], 1)
-        sizes = np.concatenate(
-            [jpeg_sizes[:, :1] * 2, jpeg_sizes, jpeg_sizes // 2], 1
-        )
-        predictions = fake_predictions(
-            ranks,
-            sizes,
-            ["original", "jpeg", "jpeg", "paper", "paper"],
-            [0, 90, 10, 90, 10],
-        )
-        intervals = comparison.gain_intervals(predictions, (0.0, 10.0), 50)
-        self.assertEqual(set(intervals), {("paper", 0.0), ("paper", 10.0)})
-        # Sizes halve up to rounding: the gain is 2 in every resample.
-        for interval in intervals.values():
-            self.assertAllClose(
-                [interval["low"], interval["high"]], [2.0, 2.0], atol=0.01
+def curve(top1, nbytes):
+    return [point(b, t) for t, b in zip(top1, nbytes, strict=True)]
+
+
+# log bytes of a JPEG-like curve: not linear in top-1, on a non-uniform grid.
+TOP1 = [60.0, 63.0, 70.0, 71.5, 78.0, 80.0]
+JPEG_BYTES = [100.0, 130.0, 260.0, 300.0, 700.0, 1200.0]
+
+
+class BandGainTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("half", 0.5, 2.0),
+        ("same", 1.0, 1.0),
+        ("third_more", 4 / 3, 0.75),
+        ("tenth", 0.1, 10.0),
+    )
+    def test_constant_bytes_ratio_is_the_gain(self, factor, gain):
+        jpeg = curve(TOP1, JPEG_BYTES)
+        other = curve(TOP1, [factor * b for b in JPEG_BYTES])
+        for band in [(70.0, 75.0), (60.0, 80.0), (61.2, 61.3)]:
+            self.assertAlmostEqual(
+                comparison.band_gain(jpeg, other, band), gain, delta=1e-9
             )
-            self.assertEqual(interval["defined"], 1.0)
+
+    def test_constant_ratio_on_different_non_uniform_grids(self):
+        # log bytes linear in top-1: PCHIP reproduces a line exactly, so the
+        # two grids need not share a point.
+        def exponential(top1, scale):
+            return curve(top1, [scale * np.exp(0.1 * t) for t in top1])
+
+        jpeg = exponential([60.0, 61.0, 65.0, 74.0, 80.0], 3.0)
+        other = exponential([59.0, 66.5, 67.0, 79.0, 81.0], 1.0)
+        gain = comparison.band_gain(jpeg, other, (66.0, 78.0))
+        self.assertAlmostEqual(gain, 3.0, delta=1e-9)
+
+    def test_gain_is_the_mean_log_ratio_not_a_crossing(self):
+        # Half the bytes below top-1 70, the same above: the geometric mean
+        # over 65-75 weighs both halves.
+        jpeg = curve([60.0, 70.0, 80.0], [100.0, 200.0, 400.0])
+        other = curve([60.0, 70.0, 80.0], [50.0, 100.0, 400.0])
+        gain = comparison.band_gain(jpeg, other, (60.0, 80.0))
+        self.assertGreater(gain, 1.0)
+        self.assertLess(gain, 2.0)
+
+    def test_a_curve_that_misses_the_band_has_no_gain(self):
+        jpeg = curve(TOP1, JPEG_BYTES)
+        short = curve(TOP1[:4], JPEG_BYTES[:4])  # Up to top-1 71.5.
+        self.assertIsNone(comparison.band_gain(jpeg, short, (70.0, 75.0)))
+        self.assertIsNone(comparison.band_gain(short, jpeg, (70.0, 75.0)))
+        self.assertIsNotNone(comparison.band_gain(jpeg, short, (65.0, 71.5)))
+        self.assertIsNone(comparison.band_gain(jpeg, jpeg, (55.0, 75.0)))
+        self.assertIsNone(comparison.band_gain(jpeg, [point(100, 0.0)], (0, 1)))
+
+    def test_dominated_points_do_not_change_the_gain(self):
+        jpeg = curve(TOP1, JPEG_BYTES)
+        other = curve(TOP1, [0.7 * b for b in JPEG_BYTES])
+        gain = comparison.band_gain(jpeg, other, (62.0, 79.0))
+        # Bigger files that are less accurate, and a tie in top-1.
+        dominated = other + [point(290.0, 69.0), point(900.0, 75.0)]
+        dominated += [point(1000.0, 78.0)]
+        self.assertEqual(
+            comparison.band_gain(jpeg, dominated, (62.0, 79.0)), gain
+        )
+        self.assertEqual(
+            comparison.bytes_at_top1(dominated, 74.0),
+            comparison.bytes_at_top1(other, 74.0),
+        )
+
+    def test_empty_band_is_refused(self):
+        jpeg = curve(TOP1, JPEG_BYTES)
+        with self.assertRaisesRegex(ValueError, "low < high"):
+            comparison.band_gain(jpeg, jpeg, (70.0, 70.0))
+
+
+class VerdictTest(tf.test.TestCase, parameterized.TestCase):
+    def curves(self):
+        return {
+            "original": [point(5000, 80.0)],
+            "jpeg": curve(TOP1, JPEG_BYTES),
+            "paper": curve(TOP1, [b / 2 for b in JPEG_BYTES]),
+            "short": curve(TOP1[:3], JPEG_BYTES[:3]),
+        }
+
+    def test_band_follows_the_original_and_every_curve_gets_an_entry(self):
+        verdict = comparison.verdict(self.curves(), 79.0)
+        self.assertEqual([v["curve"] for v in verdict], ["paper", "short"])
+        paper, short = verdict
+        self.assertEqual(paper["band"], [74.0, 78.0])
+        self.assertAlmostEqual(paper["gain"], 2.0, delta=1e-9)
+        self.assertIsNone(paper["low"])
+        self.assertEqual(paper["call"], "not settled")  # No interval.
+        self.assertIsNone(short["gain"])
+        self.assertEqual(short["top1_range"], [60.0, 70.0])
+        self.assertEqual(short["jpeg_top1_range"], [60.0, 80.0])
+        self.assertEqual(short["call"], "band not covered")
+        self.assertEqual(json.loads(json.dumps(verdict)), verdict)
+
+    @parameterized.named_parameters(
+        ("above_1", 1.1, 1.4, "fewer bytes than JPEG"),
+        ("below_1", 0.6, 0.95, "more bytes than JPEG"),
+        ("holds_1", 0.9, 1.3, "not settled"),
+        ("touches_1", 1.0, 1.3, "not settled"),
+    )
+    def test_call_reads_the_interval(self, low, high, call):
+        entry = {"gain": 1.0, "low": low, "high": high, "defined": 1.0}
+        self.assertEqual(comparison.call(entry), call)
+
+    def test_a_band_covered_in_some_resamples_only_is_not_settled(self):
+        entry = {"gain": 1.5, "low": 1.2, "high": 1.8, "defined": 0.5}
+        self.assertEqual(comparison.call(entry), "not settled")
+
+    def test_rate_accuracy_refuses_a_bad_band(self):
+        for band_drops in [(5.0, 1.0), (1.0,), (2.0, 2.0)]:
+            config = rate_accuracy.Config(band_drops=band_drops)
+            with self.assertRaisesRegex(ValueError, "band_drops must be two"):
+                rate_accuracy.check_config(config)
+        with self.assertRaisesRegex(ValueError, "band_drops must be >= 0"):
+            rate_accuracy.check_config(rate_accuracy.Config(band_drops=(-1, 2)))

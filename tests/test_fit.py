@@ -13,6 +13,7 @@ from deepn_jpeg import (
     fit,
     rate_accuracy,
     report,
+    search,
     statistics,
     tables,
 )
@@ -51,23 +52,6 @@ def ten_class_model(folder):
     # Seed 1: a model whose top-1 on the fit half is neither 0 nor 100 %.
     path = testing_utils.tiny_model_file(folder, num_classes=10, seed=1)
     return models.ModelConfig(path, weights=None)
-
-
-class FitScaleTest(tf.test.TestCase):
-    def test_lands_within_the_budget_and_tolerance(self):
-        def total_bytes(scale):  # A staircase, as integer tables give.
-            return int(1e6 * scale**-0.8) // 100 * 100
-
-        scale, nbytes, passes = fit.fit_scale(total_bytes, 2e5, 1.0, 0.01)
-        self.assertLessEqual(nbytes, 2e5)
-        self.assertGreaterEqual(nbytes, 0.99 * 2e5)
-        self.assertEqual(total_bytes(scale), nbytes)
-        self.assertLess(passes, 10)
-
-    def test_unreachable_budget_is_none(self):
-        scale, nbytes, _ = fit.fit_scale(lambda s: 1000, 10, 1.0)
-        self.assertIsNone(scale)
-        self.assertIsNone(nbytes)
 
 
 class InMemoryImagesTest(tf.test.TestCase):
@@ -129,8 +113,14 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_fits_logs_and_never_loses_to_the_start(self):
         workdir = self.create_tempdir().full_path
+        # Hand-made "sensitivity" tables: finer chroma, flatter luma.
+        sensitivity = os.path.join(self.create_tempdir(), "qtables_s.json")
+        luma, chroma = tables.standard_qtables(50)
+        tables.save_json(sensitivity, (luma + 40) // 2, chroma // 3 + 1)
         config = self.config(
-            families=families.FAMILIES, budget_qualities=(50, 20)
+            families=families.FAMILIES,
+            budget_qualities=(50, 20),
+            sensitivity_tables=sensitivity,
         )
         summary = fit.run(config, workdir, verbose=False)
 
@@ -138,13 +128,17 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(summary["n_images"], 10)
         # Every trial is logged with its parameters, bytes and accuracy.
         searched = [t for t in read_log(workdir) if "family" in t]
-        self.assertLen(searched, 2 * 2 * config.max_trials)
+        self.assertLen(searched, 3 * 2 * config.max_trials)
         for key in ("params", "bytes", "top1", "top5", "mean_prob"):
             self.assertIn(key, searched[0])
         for budget in summary["budgets"]:
             for fitted in budget["fitted"]:
                 best, start = fitted["best"], fitted["start"]
-                family = families.make_family(fitted["family"], tiny_stats())
+                family = families.make_family(
+                    fitted["family"],
+                    tiny_stats(),
+                    tables.load_json(sensitivity),
+                )
                 self.assertEqual(fitted["num_trials"], config.max_trials)
                 self.assertAllClose(
                     list(start["params"].values()), family.start
@@ -153,8 +147,8 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertLessEqual(best["bytes"], budget["jpeg"]["bytes"])
                 self.assertLessEqual(start["bytes"], budget["jpeg"]["bytes"])
                 self.assertGreaterEqual(
-                    fit.score(best, config.tie_weight),
-                    fit.score(start, config.tie_weight),
+                    search.score(best, config.tie_weight),
+                    search.score(start, config.tie_weight),
                 )
                 # The exported tables are the best trial's, in both formats.
                 path = os.path.join(workdir, f"qtables_{fitted['name']}")
@@ -163,9 +157,17 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
                 with open(path + ".txt") as f:
                     read = tables.read_cjpeg_qtables(f.read())
                 self.assertAllEqual(read[1], chroma)
-        # The standard family starts at standard JPEG itself.
+        # The standard family starts at standard JPEG itself, and the
+        # sensitivity family at the given tables (scaled to the budget).
         start = summary["budgets"][0]["fitted"][1]["start"]
         self.assertEqual(start["bytes"], summary["budgets"][0]["jpeg"]["bytes"])
+        start = summary["budgets"][0]["fitted"][2]["start"]
+        self.assertAllClose(
+            np.array(start["chroma"]) / np.array(start["luma"]),
+            tables.load_json(sensitivity)[1] / tables.load_json(sensitivity)[0],
+            rtol=0.2,
+            atol=0.1,
+        )
         self.assertIn("fit-plm-qf20", report.fit_summary_text(summary))
         with open(os.path.join(workdir, "config.json")) as f:
             self.assertEqual(json.load(f)["settings"]["data"]["split"], "fit")
@@ -216,7 +218,8 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
         # A finished run replays everything: no file written, no model call.
         with (
-            mock.patch.object(codec, "encode", wraps=codec.encode) as encode,
+            # Every file, from any pipeline, is written here.
+            mock.patch.object(codec, "_write", wraps=codec._write) as encode,
             mock.patch.object(in_memory.InMemoryImages, "predict") as predict,
         ):
             again = fit.run(config, workdir, resume=True, verbose=False)

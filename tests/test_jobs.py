@@ -23,7 +23,15 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, files, models, rundir, runner, train
+from compression_helps import (
+    compress,
+    datasets,
+    files,
+    models,
+    rundir,
+    runner,
+    train,
+)
 from deepn_jpeg import design, fit, rate_accuracy, tables
 from tests import testing_utils
 
@@ -55,6 +63,9 @@ class Job:
       progress: the file (under the workdir) that shows resumable work
         done: a shard folder, or a log of finished trials.
       volatile: keys of JSON outputs that may differ (wall times).
+      workdir_flag: the script's flag for the workdir.
+      run_folder: where in the workdir the job keeps its run folder (its
+        lock).
     """
 
     name: str
@@ -65,6 +76,8 @@ class Job:
     input_file: Callable[[Fixture], str] | None
     progress: str = rundir.SHARD_DIR
     volatile: tuple[str, ...] = ()
+    workdir_flag: str = "workdir"
+    run_folder: str = ""
 
 
 def _run_selectors(fixture, workdir, resume=False, **changes):
@@ -76,6 +89,20 @@ def _run_selectors(fixture, workdir, resume=False, **changes):
         shard_size=2,
     )
     return runner.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _compress(fixture, workdir, resume=False, **changes):
+    config = compress.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        qualities=(90, 10),
+        verify=True,
+        batch_size=2,
+        shard_size=2,
+    )
+    return compress.run(
         dataclasses.replace(config, **changes), workdir, resume, False
     )
 
@@ -148,6 +175,31 @@ JOBS = (
         {"qualities": (80, 10)},
         ("predictions.npz", "report.json", "report.csv"),
         lambda f: f.model,
+    ),
+    Job(
+        "compress",
+        _compress,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--qualities=90,10",
+            "--verify",
+            "--batch_size=2",
+            "--shard_size=2",
+        ],
+        {"qualities": (80, 10)},
+        (
+            ".compress/manifest.csv",
+            ".compress/summary.json",
+            f"{datasets.wnids()[0]}_0.jpg",
+            f"{datasets.wnids()[NUM_IMAGES - 1]}_{NUM_IMAGES - 1}.jpg",
+        ),
+        lambda f: f.model,
+        progress=".compress/shards",
+        volatile=("out",),
+        workdir_flag="out",
+        run_folder=".compress",
     ),
     Job(
         "design_qtable",
@@ -336,7 +388,8 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
         fixture = self.make_fixture()
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         job.run(fixture, workdir)
-        with open(os.path.join(workdir, ".lock"), "a") as lock:
+        lock_path = os.path.join(workdir, job.run_folder, ".lock")
+        with open(lock_path, "a") as lock:
             import fcntl
 
             fcntl.flock(lock, fcntl.LOCK_EX)  # As a running job holds it.
@@ -382,7 +435,7 @@ class JobsTest(tf.test.TestCase, parameterized.TestCase):
         full = os.path.join(self.create_tempdir().full_path, "full")
         job.run(fixture, full)
         killed = os.path.join(self.create_tempdir().full_path, "killed")
-        flags = [*job.flags(fixture), f"--workdir={killed}"]
+        flags = [*job.flags(fixture), f"--{job.workdir_flag}={killed}"]
         process = _start_script(job.name, *flags)
         progress = os.path.join(killed, job.progress)
         deadline = time.time() + 300

@@ -5,10 +5,19 @@ from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+from absl import flags
 from absl.testing import parameterized
 
 from compression_helps import datasets, evaluate, models, splits
-from deepn_jpeg import comparison, rate_accuracy, report, tables
+from deepn_jpeg import (
+    codec,
+    rate_accuracy,
+    report,
+    tables,
+    tables_io,
+    tableset_files,
+)
+from experiments import common
 from tests import testing_utils
 
 
@@ -82,6 +91,13 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(predictions.curves[0], "original")
         with open(os.path.join(workdir, "rate_accuracy.json")) as f:
             self.assertEqual(json.load(f)["n_images"], 4)
+        with open(os.path.join(workdir, "rate_accuracy.json")) as f:
+            verdict = json.load(f)["verdict"]
+        self.assertEqual(
+            [v["curve"] for v in verdict],
+            [c for c in result["curves"] if c not in ("original", "jpeg")],
+        )
+        self.assertIn("verdict: band gain", report.rate_accuracy_text(result))
         self.assertTrue(
             os.path.exists(os.path.join(workdir, "rate_accuracy.png"))
         )
@@ -97,6 +113,14 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("subsampling", dict(subsampling="4:1:1"), "subsampling must be"),
+        ("encoder", dict(encoders=("cjpeg",)), "encoder must be one of"),
+        ("no_encoders", dict(encoders=()), "encoders is empty"),
+        (
+            "repeated_encoders",
+            dict(encoders=("mozjpeg", "mozjpeg")),
+            "encoders must be distinct",
+        ),
+        ("unknown_name", dict(tables="nope"), r"nope: .*\(shipped: "),
         ("bootstrap", dict(bootstrap=-1), "bootstrap must be >= 0"),
         ("drops", dict(gain_drops=(1.0, 1.0)), "gain_drops must be"),
         ("nan_drop", dict(gain_drops=(float("nan"),)), "gain_drops must be"),
@@ -163,12 +187,136 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         load.assert_not_called()
 
 
-class TablesTest(tf.test.TestCase):
-    def test_gain_intervals_need_a_resample(self):
-        # bootstrap < 0 used to end a whole evaluation in a KeyError.
-        with self.assertRaisesRegex(ValueError, "num_resamples must be >= 1"):
-            comparison.gain_intervals(None, (0.0,), -1)
+class EncodersTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(self.data, [0, 3, 5, 9])
+        self.design = self.create_tempdir().full_path
+        write_tables(self.design)
+        # A shipped set fixed to mozjpeg and 4:4:4, in a temporary folder
+        # that stands for the package's.
+        self.shipped = self.create_tempdir().full_path
+        luma, chroma = tables.standard_qtables(50)
+        tables.save_json(
+            os.path.join(self.shipped, "lite.json"),
+            np.minimum(luma * 3, 255),
+            chroma,
+            subsampling="4:4:4",
+            encoder="mozjpeg",
+        )
+        patcher = mock.patch.object(
+            tables_io, "_shipped_dir", return_value=self.shipped
+        )
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.model = testing_utils.tiny_model_file(
+            self.create_tempdir().full_path, num_classes=10
+        )
 
+    def test_two_encoders_name_their_curves_and_fixed_sets_keep_theirs(self):
+        config = rate_accuracy.Config(
+            tables=(self.design, "lite"),
+            model=models.ModelConfig(self.model, weights=None),
+            data=datasets.DataConfig(self.data),
+            qualities=(50, 10),
+            encoders=("libjpeg", "mozjpeg"),
+            diagnostics=("lite",),
+            batch_size=2,
+            bootstrap=0,
+        )
+        workdir = self.create_tempdir().full_path
+        with mock.patch.object(
+            rate_accuracy, "table_codec", wraps=rate_accuracy.table_codec
+        ) as table_codec:
+            result = rate_accuracy.run(config, workdir, verbose=False)
+        self.assertCountEqual(
+            result["curves"],
+            [
+                "original",
+                "jpeg",
+                "jpeg@mozjpeg",
+                "paper",
+                "paper@mozjpeg",
+                # Only its own encoder, also for its diagnostics.
+                "lite@mozjpeg",
+                "lite-luma@mozjpeg",
+                "lite-chroma@mozjpeg",
+                "jpeg-lumascale",
+                "jpeg-lumascale@mozjpeg",
+                "jpeg-chromascale",
+                "jpeg-chromascale@mozjpeg",
+            ],
+        )
+        settings = {
+            c.args[0]: (c.args[4], c.args[5]) for c in table_codec.mock_calls
+        }
+        self.assertEqual(settings["jpeg"], ("4:2:0", "libjpeg"))
+        self.assertEqual(settings["paper@mozjpeg"], ("4:2:0", "mozjpeg"))
+        self.assertEqual(settings["lite@mozjpeg"], ("4:4:4", "mozjpeg"))
+        self.assertEqual(settings["lite-luma@mozjpeg"], ("4:4:4", "mozjpeg"))
+        # Same tables: the two encoders' curves have the same qualities.
+        self.assertEqual(
+            [p["quality"] for p in result["curves"]["jpeg@mozjpeg"]], [50, 10]
+        )
+        # Standard JPEG by mozjpeg is compared with it by libjpeg.
+        self.assertIn("jpeg@mozjpeg", {g["curve"] for g in result["gains"]})
+        # The shipped file is an input of the run folder: resumable.
+        rate_accuracy.run(config, workdir, resume=True, verbose=False)
+
+    def test_only_mozjpeg_still_writes_the_libjpeg_reference(self):
+        config = rate_accuracy.Config(
+            tables=self.design, qualities=(50,), encoders=("mozjpeg",)
+        )
+        tablesets = rate_accuracy.check_config(config)
+        with mock.patch.object(
+            rate_accuracy, "table_codec", wraps=rate_accuracy.table_codec
+        ) as table_codec:
+            rate_accuracy._codecs(tablesets, config)
+        self.assertEqual(
+            [c.args[0] for c in table_codec.mock_calls],
+            ["jpeg", "jpeg@mozjpeg", "paper@mozjpeg"],
+        )
+
+    def test_shipped_names_resolve_to_the_package_files(self):
+        files = tableset_files.tables_files(["lite", self.design])
+        self.assertEqual(list(files), ["lite", "paper"])
+        self.assertEqual(files["lite"], os.path.join(self.shipped, "lite.json"))
+        luma, _ = tableset_files.load_tablesets("lite")["lite"]
+        self.assertEqual(luma[0, 0], 48)
+        with self.assertRaisesRegex(FileNotFoundError, r"\(shipped: lite\)"):
+            tableset_files.tables_files("nope")
+
+    def test_a_bad_fixed_setting_names_the_file(self):
+        path = os.path.join(self.design, "qtables_odd.json")
+        luma, chroma = tables.standard_qtables(50)
+        tables.save_json(path, luma, chroma, encoder="cjpeg")
+        with self.assertRaisesRegex(
+            ValueError, f"^{path}: not a valid tables file \\(encoder must"
+        ):
+            tableset_files.load_tablesets(self.design)
+
+    def test_a_set_name_with_the_encoder_mark_is_refused(self):
+        write_tables(self.design, "a@b")
+        with self.assertRaisesRegex(ValueError, "'a@b' has '@'"):
+            tableset_files.tables_files(self.design)
+
+    def test_encoders_flag_parses(self):
+        values = flags.FlagValues()
+        config_flags = common.define_config_flags(
+            rate_accuracy.Config,
+            defaults=rate_accuracy.Config(tables=None),
+            required=("tables",),
+            flag_values=values,
+        )
+        values(["prog", "--tables=lite", "--encoders=libjpeg,mozjpeg"])
+        config = config_flags.value()
+        self.assertEqual(config.encoders, ("libjpeg", "mozjpeg"))
+        self.assertEqual(config.tables, ("lite",))
+        self.assertEqual(rate_accuracy.Config().encoders, ("libjpeg",))
+
+
+class TablesTest(tf.test.TestCase):
     def test_diagnostic_curves_mix_the_tables(self):
         luma = np.full([8, 8], 7, np.int32)
         chroma = np.full([8, 8], 200, np.int32)
@@ -191,15 +339,15 @@ class TablesTest(tf.test.TestCase):
         folder = self.create_tempdir().full_path
         for name in ("fit-plm-qf50", "monotone", "paper"):
             write_tables(folder, name)
-        found = rate_accuracy.load_tablesets(folder)
+        found = tableset_files.load_tablesets(folder)
         self.assertEqual(list(found), ["paper", "monotone", "fit-plm-qf50"])
         with self.assertRaisesRegex(ValueError, "two table sets"):
-            rate_accuracy.load_tablesets((folder, folder))
+            tableset_files.load_tablesets((folder, folder))
         with self.assertRaisesRegex(FileNotFoundError, "no such"):
-            rate_accuracy.load_tablesets(folder + "/missing")
+            tableset_files.load_tablesets(folder + "/missing")
         write_tables(folder, "jpeg")
         with self.assertRaisesRegex(ValueError, "'jpeg' is reserved"):
-            rate_accuracy.load_tablesets(folder)
+            tableset_files.load_tablesets(folder)
 
     def test_table_codec_names_its_curve_and_quality(self):
         luma, chroma = tables.standard_qtables(30)
@@ -210,6 +358,17 @@ class TablesTest(tf.test.TestCase):
         )
         jpeg = table_codec.encode(testing_utils.random_image())
         self.assertEqual(jpeg.dtype, tf.string)
+        mozjpeg = rate_accuracy.table_codec(
+            "paper@mozjpeg", 30, luma, chroma, "4:4:4", "mozjpeg"
+        )
+        self.assertEqual(mozjpeg.name, "paper@mozjpeg_q30")
+        image = testing_utils.random_image()
+        self.assertEqual(
+            mozjpeg.encode(image).numpy(),
+            codec.encode(image, luma, chroma, "4:4:4", encoder="mozjpeg"),
+        )
+        with self.assertRaisesRegex(ValueError, "encoder must be one of"):
+            rate_accuracy.table_codec("p", 30, luma, chroma, "4:2:0", "x")
 
 
 class ScriptTest(tf.test.TestCase):

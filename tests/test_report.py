@@ -211,3 +211,94 @@ class RateAccuracyPlotTest(tf.test.TestCase):
             labels[:2], ["standard JPEG", "DeepN paper = DeepN monotone"]
         )
         self.assertLen(figure.axes[0].get_lines(), 3)  # With the original.
+
+
+def verdict_result():
+    curves = {
+        "original": [
+            {"quality": None, "bpp": 5.0, "top1": 80, "top5": 95, "cr": 1}
+        ],
+        "jpeg": [
+            {
+                "quality": q,
+                "bpp": q / 20,
+                "top1": 60 + q / 5,
+                "top5": 90,
+                "cr": 100 / q,
+            }
+            for q in (90, 50, 10)
+        ],
+    }
+    gains = [
+        {
+            "curve": c,
+            "drop": 1.0,
+            "target_top1": 79.0,
+            "jpeg_bytes": 2048.0,
+            "curve_bytes": 1024.0,
+            "gain": 2.0,
+        }
+        for c in ("paper", "short", "open")
+    ]
+
+    def entry(curve, gain, low, high, call):
+        return {
+            "curve": curve,
+            "band": [75.0, 79.0],
+            "gain": gain,
+            "low": low,
+            "high": high,
+            "defined": None if low is None else 1.0,
+            "top1_range": [62.0, 78.0],
+            "jpeg_top1_range": [62.0, 78.0],
+            "call": call,
+        }
+
+    return {
+        "model": "m",
+        "n_images": 3,
+        "curves": curves,
+        "gains": gains,
+        "bootstrap": 100,
+        "verdict": [
+            entry("paper", 2.0, 1.5, 2.5, "fewer bytes than JPEG"),
+            entry("short", None, None, None, "band not covered"),
+            entry("open", 1.1, 0.9, 1.3, "not settled"),
+        ],
+    }
+
+
+class VerdictReportTest(tf.test.TestCase):
+    def test_text_has_one_verdict_line_per_curve(self):
+        text = deepn_jpeg.report.rate_accuracy_text(verdict_result())
+        self.assertIn("over 100 paired bootstrap resamples", text)
+        lines = text.splitlines()
+        self.assertIn(
+            "| paper | 75.00-79.00 | 2.00x | [1.50, 2.50] | 100% "
+            "| fewer bytes than JPEG |",
+            lines,
+        )
+        self.assertIn(
+            "| short | 75.00-79.00 | n/a |  |  | band not covered (top-1 "
+            "62.00-78.00, JPEG 62.00-78.00) |",
+            lines,
+        )
+        self.assertIn(
+            "| open | 75.00-79.00 | 1.10x | [0.90, 1.30] | 100% "
+            "| not settled |",
+            lines,
+        )
+
+    def test_plot_shades_the_band_on_the_top1_axis(self):
+        path = os.path.join(self.create_tempdir().full_path, "ra.png")
+        deepn_jpeg.report.plot_rate_accuracy(verdict_result(), path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        figure = deepn_jpeg.report.rate_accuracy_figure(verdict_result())
+        top1_ax, top5_ax = figure.axes
+        (band,) = top1_ax.patches
+        self.assertEqual(band.get_label(), "verdict band (top-1 75.0-79.0 %)")
+        self.assertEmpty(top5_ax.patches)
+        (legend,) = figure.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        self.assertIn("verdict band (top-1 75.0-79.0 %)", labels)

@@ -52,8 +52,38 @@ class SplitTest(tf.test.TestCase):
     def test_unknown_part_is_an_error(self):
         root = self.create_tempdir().full_path
         testing_utils.write_image_folder(root, [0, 2])
-        with self.assertRaisesRegex(ValueError, "split must be one of"):
-            splits.split(datasets.load(root), "test")
+        for part in ("test", "fit:0/3", "heldout:4/3", "fit:1/1", "fit:1"):
+            with self.assertRaisesRegex(ValueError, "split"):
+                splits.split(datasets.load(root), part)
+
+    def test_folds_partition_the_examples_and_fit_is_the_rest(self):
+        root = self.create_tempdir().full_path
+        testing_utils.write_image_folder(root, list(range(0, 20, 2)))
+        source = datasets.load(root)
+        all_ids = {e["id"] for e in source.dataset.as_numpy_iterator()}
+        heldout = []
+        for fold in (1, 2, 3):
+            parts = {
+                side: {
+                    e["id"]
+                    for e in splits.split(
+                        source, f"{side}:{fold}/3", seed=4
+                    ).dataset.as_numpy_iterator()
+                }
+                for side in ("fit", "heldout")
+            }
+            self.assertEmpty(parts["fit"] & parts["heldout"])
+            self.assertEqual(parts["fit"] | parts["heldout"], all_ids)
+            self.assertIn(len(parts["heldout"]), (3, 4))
+            heldout.append(parts["heldout"])
+        self.assertEqual(set.union(*heldout), all_ids)
+        self.assertEqual(sum(map(len, heldout)), len(all_ids))
+
+    def test_too_few_examples_for_the_folds_is_an_error(self):
+        root = self.create_tempdir().full_path
+        testing_utils.write_image_folder(root, [0, 2])
+        with self.assertRaisesRegex(ValueError, "cannot split 2 examples in 3"):
+            splits.split(datasets.load(root), "heldout:1/3")
 
 
 class HoldoutTest(tf.test.TestCase, parameterized.TestCase):
@@ -77,3 +107,21 @@ class HoldoutTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(
             splits.holdout(10, 5, seed=3), splits.heldout_mask(10, 5, 3)
         )
+
+
+class SampleTest(tf.test.TestCase):
+    def test_sample_is_a_seeded_subset_of_the_part(self):
+        root = self.create_tempdir().full_path
+        testing_utils.write_image_folder(root, list(range(0, 24, 2)))
+
+        def ids(**kwargs):
+            source = datasets.DataConfig(name=root, **kwargs).load()
+            return [e["id"] for e in source.dataset.as_numpy_iterator()]
+
+        fit = ids(split="fit:1/3", split_seed=2)
+        sampled = ids(split="fit:1/3", split_seed=2, sample=3)
+        self.assertLen(sampled, 3)
+        self.assertContainsSubset(sampled, fit)
+        self.assertEqual(sampled, sorted(sampled))  # Source order.
+        self.assertEqual(sampled, ids(split="fit:1/3", split_seed=2, sample=3))
+        self.assertEqual(ids(sample=100), ids())  # Smaller: all of it.

@@ -2,13 +2,14 @@ import dataclasses
 import io
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from deepn_jpeg import codec, tables
+from deepn_jpeg import codec, tables, tables_io
 from tests import testing_utils
 
 EPS = 1e-6
@@ -303,3 +304,163 @@ class TableFilesTest(tf.test.TestCase):
         text = tables.format_qtable(tables.STANDARD_LUMA_QTABLE)
         self.assertLen(text.splitlines(), 8)
         self.assertEqual(text.splitlines()[0].split()[:3], ["16", "11", "10"])
+
+
+class TableSetTest(tf.test.TestCase, parameterized.TestCase):
+    def tables(self):
+        luma = tables.plm(np.linspace(0, 100, 64).reshape(8, 8))
+        return luma, tables.STANDARD_CHROMA_QTABLE
+
+    @parameterized.named_parameters(
+        ("nothing_fixed", None, None),
+        ("subsampling", "4:4:4", None),
+        ("encoder", None, "mozjpeg"),
+        ("both", "4:2:2", "libjpeg"),
+    )
+    def test_json_round_trip_with_and_without_settings(
+        self, subsampling, encoder
+    ):
+        luma, chroma = self.tables()
+        text = tables.to_json(
+            luma, chroma, {"a": 1}, subsampling=subsampling, encoder=encoder
+        )
+        document = json.loads(text)
+        # Absent keys, not nulls: "not fixed" files stay as they were.
+        self.assertEqual("subsampling" in document, subsampling is not None)
+        self.assertEqual("encoder" in document, encoder is not None)
+        got = tables.tableset_from_json(text)
+        self.assertAllEqual(got.luma, luma)
+        self.assertAllEqual(got.chroma, chroma)
+        self.assertEqual((got.subsampling, got.encoder), (subsampling, encoder))
+        path = os.path.join(self.create_tempdir().full_path, "t.json")
+        tables.save_json(
+            path, luma, chroma, subsampling=subsampling, encoder=encoder
+        )
+        loaded = tables.load_tableset(path)
+        self.assertEqual(
+            (loaded.subsampling, loaded.encoder), (subsampling, encoder)
+        )
+        self.assertAllEqual(loaded.luma, luma)
+        # The pair readers still give the tables alone.
+        for pair in (tables.from_json(text), tables.load_json(path)):
+            self.assertLen(pair, 2)
+            self.assertAllEqual(pair[0], luma)
+            self.assertAllEqual(pair[1], chroma)
+
+    def test_files_without_settings_keep_their_bytes(self):
+        luma, chroma = self.tables()
+        document = json.loads(tables.to_json(luma, chroma, {"v": "paper"}))
+        self.assertEqual(
+            list(document), ["format", "order", "luma", "chroma", "metadata"]
+        )
+        null = json.dumps({**document, "encoder": None})
+        self.assertIsNone(tables.tableset_from_json(null).encoder)
+
+    def test_tableset_checks_and_freezes_its_tables(self):
+        luma, chroma = self.tables()
+        tableset = tables.TableSet(luma.tolist(), chroma, "4:4:4")
+        self.assertEqual(tableset.luma.dtype, np.int32)
+        self.assertEqual(tableset.luma.shape, (8, 8))
+        with self.assertRaises(ValueError):
+            tableset.luma[0, 0] = 1
+        with self.assertRaises(dataclasses.FrozenInstanceError):
+            tableset.encoder = "mozjpeg"
+        with self.assertRaisesRegex(ValueError, r"^chroma: .*\[1, 255\]"):
+            tables.TableSet(luma, np.zeros((8, 8)))
+        with self.assertRaisesRegex(ValueError, "encoder must be a string"):
+            tables.TableSet(luma, chroma, encoder=3)
+
+    def test_bad_setting_gives_one_line_naming_the_file(self):
+        luma, chroma = self.tables()
+        document = json.loads(tables.to_json(luma, chroma))
+        path = os.path.join(self.create_tempdir().full_path, "t.json")
+        with open(path, "w") as f:
+            json.dump({**document, "subsampling": 420}, f)
+        with self.assertRaisesRegex(
+            ValueError,
+            f"^{path}: not a valid tables file \\(subsampling must be a "
+            "string or null: 420\\)$",
+        ):
+            tables.load_tableset(path)
+
+
+class ShippedTablesTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.luma, self.chroma = tables.standard_qtables(30)
+        self.folder = self.create_tempdir().full_path
+        tables.save_json(
+            os.path.join(self.folder, "lite.json"),
+            self.luma,
+            self.chroma,
+            subsampling="4:4:4",
+            encoder="mozjpeg",
+        )
+        tables.save_json(
+            os.path.join(self.folder, "b-set_2.json"), self.luma, self.chroma
+        )
+        with open(os.path.join(self.folder, "notes.txt"), "w") as f:
+            f.write("not a table set")
+        # The package's shipped tables folder, as a temporary one.
+        patcher = mock.patch.object(
+            tables_io, "_shipped_dir", return_value=self.folder
+        )
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_lists_and_loads_shipped_sets_by_name(self):
+        self.assertEqual(tables.shipped_names(), ("b-set_2", "lite"))
+        tableset = tables.load_tableset("lite")
+        self.assertAllEqual(tableset.luma, self.luma)
+        self.assertAllEqual(tableset.chroma, self.chroma)
+        self.assertEqual(
+            (tableset.subsampling, tableset.encoder), ("4:4:4", "mozjpeg")
+        )
+        self.assertEqual(
+            tables.tableset_file("lite"), os.path.join(self.folder, "lite.json")
+        )
+        luma, _ = tables.load_json("b-set_2")
+        self.assertAllEqual(luma, self.luma)
+
+    def test_an_existing_path_wins_over_a_name(self):
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        here = self.create_tempdir().full_path
+        os.chdir(here)
+        tables.save_json("lite", *tables.standard_qtables(90))
+        self.assertEqual(tables.tableset_file("lite"), "lite")
+        self.assertAllEqual(
+            tables.load_tableset("lite").luma, tables.standard_qtables(90)[0]
+        )
+
+    def test_unknown_name_is_one_line_listing_the_shipped_sets(self):
+        with self.assertRaisesRegex(
+            FileNotFoundError,
+            r"^efficientnet_lite0: no such tables file, and no shipped table "
+            r"set of that name \(shipped: b-set_2, lite\)$",
+        ):
+            tables.load_tableset("efficientnet_lite0")
+
+    def test_paths_are_never_looked_up_as_names(self):
+        for path in ("lite.json", os.path.join("missing", "lite")):
+            with self.subTest(path):
+                self.assertEqual(tables.tableset_file(path), path)
+                with self.assertRaisesRegex(FileNotFoundError, "No such file"):
+                    tables.load_tableset(path)
+
+
+class PackageTablesTest(tf.test.TestCase):
+    def test_the_shipped_folder_is_the_package_data_folder(self):
+        folder = tables_io._shipped_dir()
+        self.assertTrue(os.path.isfile(os.path.join(folder, "__init__.py")))
+        self.assertEqual(
+            os.path.dirname(folder), os.path.dirname(tables.__file__)
+        )
+        for name in tables.shipped_names():
+            with self.subTest(name):
+                tableset = tables.load_tableset(name)
+                for value, known in (
+                    (tableset.subsampling, codec.SUBSAMPLINGS),
+                    (tableset.encoder, codec.ENCODERS),
+                ):
+                    self.assertIn(value, (None, *known))

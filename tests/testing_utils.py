@@ -86,6 +86,49 @@ def random_image(height=32, width=48, seed=0) -> np.ndarray:
     return np.clip(image[0].numpy(), 0, 255).astype(np.uint8)
 
 
+def noise_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """`[height, width, 3]` uint8, every pixel independent and uniform."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# JFIF (ITU-T T.871) RGB -> YCbCr rows, written out independently of the
+# library (Cb and Cr centred on 0).
+JFIF_YCBCR = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.299 / 1.772, -0.587 / 1.772, 0.5],
+        [0.5, -0.587 / 1.402, -0.114 / 1.402],
+    ]
+)
+
+
+def fake_predictions(ranks, sizes, curves, qualities, topk_probs=None):
+    """`evaluate.Predictions` of N images from `[N, V]` ranks and sizes."""
+    from compression_helps import evaluate
+
+    n, v = np.shape(ranks)
+    if topk_probs is None:
+        topk_probs = np.zeros([n, v, 5], np.float32)
+    return evaluate.Predictions(
+        ranks=np.asarray(ranks, np.int32),
+        sizes=np.asarray(sizes, np.int64),
+        topk=np.zeros([n, v, 5], np.int32),
+        topk_probs=np.asarray(topk_probs, np.float32),
+        labels=np.zeros([n], np.int32),
+        curves=np.array(curves),
+        qualities=np.array(qualities, np.int32),
+        ids=np.array([str(i) for i in range(n)]),
+        names=np.array(
+            [
+                "original" if c == "original" else f"{c}_q{q}"
+                for c, q in zip(curves, qualities, strict=True)
+            ]
+        ),
+        num_pixels=np.full([n], 100, np.int64),
+    )
+
+
 def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
     return tf.io.encode_jpeg(image, quality=quality).numpy()
 
