@@ -319,8 +319,8 @@ def predict(
     usable = functools.partial(datasets.usable, require_label=require_label)
 
     def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
-        # Unlabelled images, and files the guard refused, are dropped here
-        # and recorded by `diagnose`.
+        # Files the guard refused (and unlabelled images, where a label is
+        # required) are dropped here and recorded by `diagnose`.
         examples = source.read(start, stop).filter(usable)
         batches = candidates.candidate_batches(
             examples,

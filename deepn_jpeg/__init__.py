@@ -13,8 +13,9 @@ standard tables, IJG scaling; re-exports `tables_io`, the table files),
 intervals), `fit`, `search` and `families` (tables fitted to a model at byte
 budgets; not in the paper), `sensitivity`, `band_sensitivity` and
 `dct_pixels` (tables from the model's sensitivity to each DCT band, after
-OptS; not in the paper), `crossfit` (every design judged on images it never
-saw; not in the paper), `report` (printed tables and plots).
+OptS; not in the paper), `methods` (every design by name), `crossfit`
+(every design judged on images it never saw; not in the paper), `ship`
+(one design made to ship), `report` (printed tables and plots).
 """
 
 from deepn_jpeg import (
@@ -27,10 +28,12 @@ from deepn_jpeg import (
     design,
     families,
     fit,
+    methods,
     rate_accuracy,
     report,
     search,
     sensitivity,
+    ship,
     statistics,
     tables,
     tables_io,
@@ -47,10 +50,12 @@ __all__ = [
     "design",
     "families",
     "fit",
+    "methods",
     "rate_accuracy",
     "report",
     "search",
     "sensitivity",
+    "ship",
     "statistics",
     "tables",
     "tables_io",

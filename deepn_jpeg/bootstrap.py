@@ -22,11 +22,16 @@ from compression_helps import candidates, checks, evaluate
 from deepn_jpeg import comparison
 
 __all__ = [
+    "REPORT_SETTINGS",
     "PERCENTILES",
     "gain_intervals",
     "resampled_gains",
     "summarize",
 ]
+
+# Settings of `summarize` only: they change what is reported from the
+# predictions, never a prediction, so a resumed run may change them.
+REPORT_SETTINGS = ("bootstrap", "band_drops", "gain_drops")
 
 PERCENTILES = (5.0, 95.0)  # A 90% interval.
 # Image counts per block of resamples (64 MiB of float64): ImageNet's 50,000

@@ -141,7 +141,8 @@ def run(
 
     Writes `<workdir>/config.json`, `fold<k>/{design,sensitivity,fit,eval}`
     (each a job's folder), the pooled `predictions.npz`, `errors.jsonl`,
-    `crossfit.json` and `crossfit.png`.
+    `crossfit.json` and `crossfit.png`; these four after every fold, for the
+    folds done so far (`folds_done`).
 
     Args:
       config: what to evaluate.
@@ -175,7 +176,8 @@ def run(
         inputs=config.model.input_files(),
         # How many images per evaluation step changes only the speed and the
         # memory; an evaluation never mixes two (its own run refuses it).
-        may_change=("eval_batch_size",),
+        # The report's settings apply to the pooled predictions only.
+        may_change=("eval_batch_size", *bootstrap.REPORT_SETTINGS),
     ) as run_dir:
         parts, skipped, folds = [], [], []
         for fold in range(1, config.folds + 1):
@@ -225,27 +227,45 @@ def run(
                     },
                 }
             )
-        pooled = evaluate.Predictions.concatenate(parts)
-        run_dir.write_npz(evaluate.PREDICTIONS_FILE, pooled.to_arrays())
-        run_dir.write_errors(skipped)
-        result = {
-            "model": config.model.name,
-            "images": source.description,
-            "n_images": pooled.num_images,
-            "n_errors": len(skipped),
-            "folds": folds,
-            **bootstrap.summarize(
-                pooled, config.gain_drops, config.band_drops, config.bootstrap
-            ),
-        }
-        run_dir.write_json(RESULT_FILE, result)
-        with files.atomic_path(run_dir.path(PLOT_FILE)) as tmp_path:
-            report.plot_rate_accuracy(result, tmp_path)
+            # After every fold: the verdict so far, so a long run stopped
+            # early still leaves the folds it finished.
+            result = _write_result(
+                run_dir, config, source, parts, skipped, folds
+            )
     if verbose:
         print(
-            f"\n{config.model.name}: {pooled.num_images} images in "
+            f"\n{config.model.name}: {result['n_images']} images in "
             f"{config.folds} folds, each evaluated by tables made without it; "
             f"{len(skipped)} skipped\n"
         )
         print(report.rate_accuracy_text(result))
+    return result
+
+
+def _write_result(
+    run_dir: rundir.RunDir,
+    config: Config,
+    source: datasets.Source,
+    parts: list[evaluate.Predictions],
+    skipped: list[rundir.SkippedImage],
+    folds: list[dict],
+) -> dict:
+    """Pools the folds evaluated so far; writes the predictions and verdict."""
+    pooled = evaluate.Predictions.concatenate(parts)
+    run_dir.write_npz(evaluate.PREDICTIONS_FILE, pooled.to_arrays())
+    run_dir.write_errors(skipped)
+    result = {
+        "model": config.model.name,
+        "images": source.description,
+        "n_images": pooled.num_images,
+        "n_errors": len(skipped),
+        "folds_done": len(folds),
+        "folds": folds,
+        **bootstrap.summarize(
+            pooled, config.gain_drops, config.band_drops, config.bootstrap
+        ),
+    }
+    run_dir.write_json(RESULT_FILE, result)
+    with files.atomic_path(run_dir.path(PLOT_FILE)) as tmp_path:
+        report.plot_rate_accuracy(result, tmp_path)
     return result

@@ -353,6 +353,7 @@ def run(
         resume,
         data=source.fingerprint,
         inputs=[*table_files.values(), *config.model.input_files()],
+        may_change=bootstrap.REPORT_SETTINGS,
     ) as run_dir:
         predictions, skipped = evaluate.predict(
             config.model.load(),

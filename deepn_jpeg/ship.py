@@ -101,6 +101,9 @@ def run(
         resume,
         data=source.fingerprint,
         inputs=config.model.input_files(),
+        # The design never uses the encoder: a resume may choose another one
+        # for the same tables (the set is written again).
+        may_change=("encoder",),
     ) as run_dir:
         made = methods.make_tables(
             config, config.data, run_dir.path("design"), resume, verbose

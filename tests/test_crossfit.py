@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -36,6 +37,7 @@ class CrossfitTest(tf.test.TestCase):
         workdir = self.create_tempdir().full_path
         result = crossfit.run(self.config(), workdir, verbose=False)
         self.assertEqual(result["n_images"], 12)
+        self.assertEqual(result["folds_done"], 3)
         predictions = evaluate.Predictions.load(
             os.path.join(workdir, "predictions.npz")
         )
@@ -96,6 +98,16 @@ class CrossfitTest(tf.test.TestCase):
         again = crossfit.run(config, workdir, resume=True, verbose=False)
         self.assertEqual(written(), before)  # Nothing evaluated again.
         self.assertEqual(first["verdict"], again["verdict"])
+        # Report settings may change on resume: only the verdict is redone.
+        wider = crossfit.run(
+            dataclasses.replace(config, band_drops=(2.0, 6.0)),
+            workdir,
+            resume=True,
+            verbose=False,
+        )
+        self.assertEqual(written(), before)
+        top1 = wider["curves"]["original"][0]["top1"]
+        self.assertEqual(wider["verdict"][0]["band"], [top1 - 6, top1 - 2])
         with self.assertRaisesRegex(ValueError, "folds"):
             crossfit.run(
                 self.config(methods=("monotone",), folds=2),

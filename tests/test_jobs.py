@@ -32,7 +32,15 @@ from compression_helps import (
     runner,
     train,
 )
-from deepn_jpeg import design, fit, rate_accuracy, tables
+from deepn_jpeg import (
+    crossfit,
+    design,
+    fit,
+    rate_accuracy,
+    sensitivity,
+    ship,
+    tables,
+)
 from tests import testing_utils
 
 NUM_IMAGES = 8
@@ -145,6 +153,52 @@ def _fit_qtable(fixture, workdir, resume=False, **changes):
     )
 
 
+def _measure_sensitivity(fixture, workdir, resume=False, **changes):
+    config = sensitivity.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        batch_size=2,
+        shard_size=2,
+    )
+    return sensitivity.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _crossfit_deepn_jpeg(fixture, workdir, resume=False, **changes):
+    config = crossfit.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        methods=("monotone", "fit-standard"),
+        encoders=("libjpeg",),
+        qualities=(50, 20),
+        fit_images=4,
+        fit_trials=2,
+        batch_size=2,
+        eval_batch_size=2,
+        shard_size=2,
+        bootstrap=20,
+    )
+    return crossfit.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
+def _ship_qtables(fixture, workdir, resume=False, **changes):
+    config = ship.Config(
+        model=models.ModelConfig(fixture.model, None),
+        data=datasets.DataConfig(fixture.data),
+        method="fit-standard",
+        name="mine",
+        fit_images=4,
+        fit_trials=3,
+        batch_size=2,
+    )
+    return ship.run(
+        dataclasses.replace(config, **changes), workdir, resume, False
+    )
+
+
 def _train_multi_input(fixture, workdir, resume=False, **changes):
     config = train.Config(
         model=models.ModelConfig(fixture.model, None),
@@ -242,6 +296,60 @@ JOBS = (
         ("qtables_fit-standard-qf50.json", "qtables_fit-standard-qf50.txt"),
         lambda f: f.model,
         progress="trials.jsonl",
+    ),
+    Job(
+        "measure_sensitivity",
+        _measure_sensitivity,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--batch_size=2",
+            "--shard_size=2",
+        ],
+        {"loss": "xent"},
+        ("sensitivity.npz", "qtables_sensitivity.json"),
+        lambda f: f.model,
+    ),
+    Job(
+        "crossfit_deepn_jpeg",
+        _crossfit_deepn_jpeg,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--methods=monotone,fit-standard",
+            "--encoders=libjpeg",
+            "--qualities=50,20",
+            "--fit_images=4",
+            "--fit_trials=2",
+            "--batch_size=2",
+            "--eval_batch_size=2",
+            "--shard_size=2",
+            "--bootstrap=20",
+        ],
+        {"fit_quality": 40},
+        ("predictions.npz", "crossfit.json"),
+        lambda f: f.model,
+        progress="fold1/eval/shards",
+    ),
+    Job(
+        "ship_qtables",
+        _ship_qtables,
+        lambda f: [
+            f"--model={f.model}",
+            "--weights=none",
+            f"--data={f.data}",
+            "--method=fit-standard",
+            "--name=mine",
+            "--fit_images=4",
+            "--fit_trials=3",
+            "--batch_size=2",
+        ],
+        {"fit_quality": 40},
+        ("mine.json",),
+        lambda f: f.model,
+        progress="design/fit/trials.jsonl",
     ),
     Job(
         "train_multi_input",

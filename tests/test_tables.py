@@ -464,3 +464,14 @@ class PackageTablesTest(tf.test.TestCase):
                     (tableset.encoder, codec.ENCODERS),
                 ):
                     self.assertIn(value, (None, *known))
+
+    def test_efficientnet_lite0_tables_load_and_write_by_name(self):
+        self.assertIn("efficientnet_lite0", tables.shipped_names())
+        shipped = tables.load_tableset("efficientnet_lite0")
+        self.assertEqual(shipped.subsampling, "4:2:0")
+        image = testing_utils.random_image(seed=1)
+        written = codec.encode(image, tables="efficientnet_lite0", scale=30)
+        read = codec.read_qtables(written)
+        self.assertAllEqual(read[0], tables.scale_qtable(shipped.luma, 30))
+        self.assertAllEqual(read[1], tables.scale_qtable(shipped.chroma, 30))
+        self.assertEqual(tf.io.decode_jpeg(written).shape, image.shape)
