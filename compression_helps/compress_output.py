@@ -264,11 +264,7 @@ class OutputFolder:
         """Writes `<root>/<name>` atomically (claim it first)."""
         path = os.path.join(self.root, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with files.atomic_path(path) as tmp_path:
-            with open(tmp_path, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+        files.write_bytes(path, data)
 
     def write_tfrecord(self, name: str, records: Iterable[bytes]) -> None:
         """Writes `<root>/<name>` as a TFRecord file, atomically."""

@@ -28,6 +28,7 @@ __all__ = [
     "first_line",
     "read_json",
     "read_npz",
+    "write_bytes",
     "write_json",
     "write_npz",
     "write_text",
@@ -64,13 +65,18 @@ def atomic_path(path: str) -> Iterator[str]:
         shutil.rmtree(tmp_folder, ignore_errors=True)
 
 
-def write_text(path: str, text: str) -> None:
-    """Writes a text file atomically (`atomic_path`)."""
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a file atomically (`atomic_path`), synced to disk."""
     with atomic_path(path) as tmp_path:
-        with open(tmp_path, "w") as f:
-            f.write(text)
+        with open(tmp_path, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a UTF-8 text file atomically (`write_bytes`)."""
+    write_bytes(path, text.encode())
 
 
 def write_json(path: str, value: Any) -> None:

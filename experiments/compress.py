@@ -13,13 +13,15 @@ original that is itself chosen keeps its bytes and name).
         --data=/path/to/images --out=/path/to/smaller --verify
 
 On the 500 ImageNet sample images with efficientnet_lite0: CR 12.8 with
-top-1 kept on every image (15.6 with --encoders=libjpeg,mozjpeg), about
-7 min on 2 CPU cores shared with other jobs (README.md, "Shrink a folder
-of images for your model"). The manifest (manifest.csv, manifest.jsonl),
-summary.json, a histogram of the chosen candidates (chosen.png) and the
-skipped images (errors.jsonl) are in --out/.compress/. --resume continues
-an interrupted run; --verify classifies the written files again;
---format=tfrecord writes TFRecord files instead of a folder.
+top-1 kept on every image, about 5 min of CPU time on a 2-core machine
+(17.6 with --encoders=libjpeg,mozjpeg and QF down to 1, about 19 min; see
+README.md, "Shrink a folder of images for your model").
+
+The manifest (manifest.csv, manifest.jsonl), summary.json, a histogram of
+the chosen candidates (chosen.png) and the skipped images (errors.jsonl)
+are in --out/.compress/. --resume continues an interrupted run; --verify
+classifies the written files again; --format=tfrecord writes TFRecord
+files instead of a folder.
 """
 
 from __future__ import annotations
