@@ -120,6 +120,37 @@ def number(
     raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
+def choices_of(
+    name: str,
+    values: Sequence[Any],
+    choices: Sequence[Any],
+    item: str | None = None,
+) -> tuple[Any, ...]:
+    """Refuses an empty list, an unknown value or a repeated one.
+
+    Args:
+      name: the setting, for the message.
+      values: its values.
+      choices: the allowed values.
+      item: what one value is called in the message (default: `name`).
+
+    Returns:
+      The values, as a tuple.
+
+    Raises:
+      ValueError: one line naming the setting (and the choices).
+    """
+    if not values:
+        raise ValueError(
+            f"{name}: give one or more of {tuple(choices)} ({name} is empty)"
+        )
+    for value in values:
+        one_of(item or name, value, choices)
+    if len(set(values)) < len(values):
+        raise ValueError(f"{name} must be distinct, got {list(values)}")
+    return tuple(values)
+
+
 def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """Refuses a value that is not one of `choices`.
 

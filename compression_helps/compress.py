@@ -113,16 +113,6 @@ class Config:
     shard_size: int = evaluate.SHARD_SIZE
 
 
-def _distinct(name: str, values: tuple, choices: tuple) -> tuple:
-    if not values:
-        raise ValueError(f"{name}: give at least one of {choices}")
-    for value in values:
-        checks.one_of(name, value, choices)
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name}: repeated values in {list(values)}")
-    return tuple(values)
-
-
 def _threshold(selector: str) -> float:
     text = selector.removeprefix(_CONFIDENT)
     try:
@@ -148,8 +138,8 @@ def check_config(config: Config) -> tuple[candidates.Codec, ...]:
     config.model.check()
     checks.data(config.data)
     candidates.validate_qualities(config.qualities)
-    _distinct("encoders", config.encoders, ENCODERS)
-    _distinct("subsamplings", config.subsamplings, SUBSAMPLINGS)
+    checks.choices_of("encoders", config.encoders, ENCODERS)
+    checks.choices_of("subsamplings", config.subsamplings, SUBSAMPLINGS)
     if config.selector.startswith(_CONFIDENT):
         _threshold(config.selector)
     else:

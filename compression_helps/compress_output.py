@@ -19,7 +19,6 @@ overwritten: a user's file where an output would go stops the run.
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -254,10 +253,7 @@ class OutputFolder:
             return
         os.makedirs(os.path.dirname(self._ledger), exist_ok=True)
         # One whole line per append; a line cut short is dropped on reading.
-        with open(self._ledger, "a") as f:
-            f.write(json.dumps({"files": new}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        files.append_jsonl(self._ledger, {"files": new})
         self.known.update(new)
 
     def write_file(self, name: str, data: bytes) -> None:
@@ -423,23 +419,11 @@ class OutputFolder:
 
 
 def _read_ledger(path: str) -> list[str]:
-    """The names in the log; a line cut short is cut off the file too."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    # An append cut short by a kill or a full disk: its files were never
-    # written. Dropped, so that the next append starts a line of its own.
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(len(whole))
+    """The names in the log (a line cut short: its files were never written)."""
     names = []
-    for line in whole.splitlines():
-        try:
-            names.extend(json.loads(line)["files"])
-        except (ValueError, KeyError, TypeError):
-            continue
+    for record in files.read_jsonl(path):
+        if isinstance(record, dict) and isinstance(record.get("files"), list):
+            names.extend(record["files"])
     return names
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "first_line",
     "read_json",
     "read_npz",
+    "append_jsonl",
+    "read_jsonl",
     "write_bytes",
     "write_json",
     "write_npz",
@@ -77,6 +79,44 @@ def write_bytes(path: str, data: bytes) -> None:
 def write_text(path: str, text: str) -> None:
     """Writes a UTF-8 text file atomically (`write_bytes`)."""
     write_bytes(path, text.encode())
+
+
+def append_jsonl(path: str, record: Any) -> None:
+    """Appends one JSON line in one write, synced to disk.
+
+    An interruption cuts at most this line, which `read_jsonl` drops.
+    """
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str) -> list[Any]:
+    """The records of a JSON-lines log written by `append_jsonl`.
+
+    A last line cut short by an interruption is dropped, and cut off the
+    file too, so that the next append starts a line of its own; a line that
+    is not JSON is skipped.
+
+    Args:
+      path: the log; absent: no records.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(whole))
+    records = []
+    for line in whole.decode().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def write_json(path: str, value: Any) -> None:

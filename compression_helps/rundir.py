@@ -107,22 +107,9 @@ class JsonlCache:
         self._progress = progress
         self.records: dict[str, dict] = {}
         self.computed = self.replayed = 0
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                data = f.read()
-            # Drop a line cut by an interruption, so that the next append
-            # starts a line of its own.
-            whole = data[: data.rfind(b"\n") + 1]
-            if len(whole) < len(data):
-                with open(path, "r+b") as f:
-                    f.truncate(len(whole))
-            for line in whole.decode().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and "key" in record:
-                    self.records[record["key"]] = record
+        for record in files.read_jsonl(path):
+            if isinstance(record, dict) and "key" in record:
+                self.records[record["key"]] = record
 
     def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
         """The logged record of `key`, or `compute()`'s, appended to the log."""
@@ -135,9 +122,7 @@ class JsonlCache:
         record = {**compute(), "key": key}
         self.computed += 1
         self.records[key] = record
-        # One write of one whole line: an interruption cuts at most it.
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_jsonl(self.path, record)
         if self._progress is not None:
             self._progress(1)
         return record

@@ -57,7 +57,6 @@ __all__ = [
 
 LOSSES = ("kl", "xent")
 _ARRAYS = ("num_images", "counts", "sums_sq", "chroma_subsampling", "loss")
-_POOLS = {"luma": (0,), "chroma": (1, 2), "y": (0,), "cb": (1,), "cr": (2,)}
 # A band is at most this much coarser than the finest one (the table range):
 # sensitivities below largest / 255**2 are raised to it.
 _MAX_STEP_RATIO = 255.0
@@ -138,13 +137,11 @@ class BandSensitivity:
         Raises:
           ValueError: unknown component, or no blocks.
         """
-        planes = list(_POOLS.get(component.lower(), ()))
-        if not planes:
-            raise ValueError(f"component must be one of {sorted(_POOLS)}")
-        count = int(self.counts[planes].sum())
+        pooled = statistics.planes(component)
+        count = int(self.counts[pooled].sum())
         if not count:
             raise ValueError(f"no {component} blocks were measured")
-        return self.sums_sq[planes].sum(axis=0) / count
+        return self.sums_sq[pooled].sum(axis=0) / count
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The sums as arrays, for `files.write_npz` (also shard files)."""

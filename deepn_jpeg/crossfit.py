@@ -126,8 +126,9 @@ def check_config(config: Config) -> None:
         )
     checks.integer("folds", config.folds, 2)
     methods.check(config)
-    for encoder in config.encoders:
-        codec.check_encoder(encoder)
+    checks.choices_of(
+        "encoders", config.encoders, codec.ENCODERS, item="encoder"
+    )
     candidates.validate_qualities(config.qualities)
     checks.integer("shard_size", config.shard_size, 1)
     checks.integer("eval_batch_size", config.eval_batch_size, 1)

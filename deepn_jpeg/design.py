@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from compression_helps import (
     candidates,
@@ -37,7 +39,9 @@ __all__ = [
     "SUMMARY_FILE",
     "Config",
     "Result",
+    "accumulate",
     "check_config",
+    "chosen_indices",
     "design_tables",
     "run",
     "select_per_class",
@@ -191,13 +195,79 @@ def _plm_kwargs(variant: str, params: tables.PlmParams) -> dict[str, float]:
     return kwargs
 
 
-def _chosen_indices(source: datasets.Source, config: Config) -> np.ndarray:
-    """The indices of the images analysed (`select_per_class`)."""
-    if config.per_class is None:
-        if source.num_examples is not None:
-            return np.arange(source.num_examples, dtype=np.int64)
-        return np.arange(len(source.labels()), dtype=np.int64)
-    return select_per_class(source.labels(), config.per_class, config.seed)
+def chosen_indices(
+    source: datasets.Source, per_class: int | None, seed: int
+) -> np.ndarray:
+    """`[M]` sorted indices of the images a job analyses.
+
+    Args:
+      source: the images.
+      per_class: at most this many per label (`select_per_class`); None: all.
+      seed: the sampling seed.
+    """
+    if per_class is None:
+        return np.arange(source.count(), dtype=np.int64)
+    return select_per_class(source.labels(), per_class, seed)
+
+
+def accumulate(
+    run_dir: rundir.RunDir,
+    shard_name: str,
+    label: str,
+    source: datasets.Source,
+    chosen: np.ndarray,
+    shard_size: int,
+    compute: Callable[[tf.data.Dataset, Callable[..., None]], tuple[Any, Any]],
+    work: Callable[[dict], Any],
+    empty: Any,
+    require_label: bool = False,
+    verbose: bool = True,
+) -> tuple[Any, list[rundir.SkippedImage]]:
+    """Running sums over the chosen images, one resumable shard at a time.
+
+    The one mechanism of the jobs that sum something per image (the DCT
+    statistics, the band sensitivities): each shard of `chosen` is summed
+    by `compute`, the images it could not use are diagnosed one by one
+    (`datasets.diagnose`, re-running `work`), and the shards' sums merge.
+
+    Args:
+      run_dir: the run's folder (`map_shards`).
+      shard_name: the shards' name (`shards/<shard_name>-<start>-<stop>`).
+      label: what is summed, for the progress bar.
+      source: the images.
+      chosen: `[M]` their indices to sum.
+      shard_size: images per shard (the unit of resuming).
+      compute: `(dataset, progress) -> (sums, used indices)`.
+      work: an eager re-run of one example, raising what made it unusable.
+      empty: the sums of no image (`merge`, `to_arrays`, `from_arrays`).
+      require_label: an unlabelled image is unusable too.
+      verbose: show a progress bar.
+
+    Returns:
+      The merged sums and the images skipped.
+    """
+
+    def compute_shard(start: int, stop: int, report) -> dict[str, np.ndarray]:
+        indices = chosen[start:stop]
+        sums, done = compute(source.select(indices), report)
+        missing = sorted(set(indices.tolist()) - set(done.tolist()))
+        skipped = [
+            datasets.diagnose(source, i, work, require_label=require_label)
+            for i in missing
+        ]
+        return {
+            **sums.to_arrays(),
+            "skipped": rundir.SkippedImage.to_array(skipped),
+        }
+
+    total, skipped = empty, []
+    with progress.Progress(len(chosen), "image", label, verbose=verbose) as bar:
+        for arrays in run_dir.map_shards(
+            shard_name, len(chosen), shard_size, compute_shard, bar
+        ):
+            total = total.merge(type(empty).from_arrays(arrays))
+            skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
+    return total, skipped
 
 
 def _band_statistics(
@@ -207,41 +277,31 @@ def _band_statistics(
     verbose: bool,
 ) -> tuple[statistics.BandStatistics, list[rundir.SkippedImage]]:
     """Statistics of the chosen images, one resumable shard at a time."""
-    chosen = _chosen_indices(source, config)  # [M] int64, sorted
 
     def work(example):  # Eager re-run of one example, for `diagnose`.
         image = candidates.decode_image(example["image_bytes"])
         return statistics.image_sums(image, config.chroma_subsampling)
 
-    def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
-        indices = chosen[start:stop]
-        stats, done = statistics.compute_with_indices(
-            source.select(indices),
+    def compute(dataset, report):
+        return statistics.compute_with_indices(
+            dataset,
             config.chroma_subsampling,
             ignore_errors=True,
             progress=report,
         )
-        missing = sorted(set(indices.tolist()) - set(done.tolist()))
-        skipped = [
-            datasets.diagnose(source, i, work, require_label=False)
-            for i in missing
-        ]
-        return {
-            **stats.to_arrays(),
-            "skipped": rundir.SkippedImage.to_array(skipped),
-        }
 
-    stats = statistics.BandStatistics.empty(config.chroma_subsampling)
-    skipped = []
-    with progress.Progress(
-        len(chosen), "image", "DCT statistics", verbose=verbose
-    ) as bar:
-        for arrays in run_dir.map_shards(
-            _SHARD_NAME, len(chosen), config.shard_size, compute, bar
-        ):
-            stats = stats.merge(statistics.BandStatistics.from_arrays(arrays))
-            skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
-    return stats, skipped
+    return accumulate(
+        run_dir,
+        _SHARD_NAME,
+        "DCT statistics",
+        source,
+        chosen_indices(source, config.per_class, config.seed),
+        config.shard_size,
+        compute,
+        work,
+        statistics.BandStatistics.empty(config.chroma_subsampling),
+        verbose=verbose,
+    )
 
 
 def _write_tables(

@@ -68,10 +68,7 @@ def check(settings: Settings) -> None:
     Raises:
       ValueError: no or unknown methods, or a bad number.
     """
-    if not settings.methods:
-        raise ValueError("no methods given")
-    for method in settings.methods:
-        checks.one_of("method", method, METHODS)
+    checks.choices_of("methods", settings.methods, METHODS)
     candidates.validate_qualities([settings.fit_quality])
     codec.check_subsampling(settings.subsampling)
     for name in ("fit_images", "fit_trials", "batch_size"):

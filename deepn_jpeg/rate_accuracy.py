@@ -288,12 +288,9 @@ def check_config(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     checks.data(config.data)
     candidates.validate_qualities(config.qualities)
     codec.check_subsampling(config.subsampling)
-    if not config.encoders:
-        raise ValueError("encoders is empty")
-    for encoder in config.encoders:
-        codec.check_encoder(encoder)
-    if len(set(config.encoders)) < len(config.encoders):
-        raise ValueError(f"encoders must be distinct, got {config.encoders}")
+    checks.choices_of(
+        "encoders", config.encoders, codec.ENCODERS, item="encoder"
+    )
     checks.integer("batch_size", config.batch_size, 1)
     checks.integer("shard_size", config.shard_size, 1)
     checks.integer("bootstrap", config.bootstrap, 0, note="0: no intervals")

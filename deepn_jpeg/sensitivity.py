@@ -20,7 +20,6 @@ from compression_helps import (
     checks,
     datasets,
     models,
-    progress,
     rundir,
 )
 from deepn_jpeg import (
@@ -141,48 +140,33 @@ def _measure(
     verbose: bool,
 ) -> tuple[BandSensitivity, list[rundir.SkippedImage]]:
     """Sensitivities of the chosen images, one resumable shard at a time."""
-    if config.per_class is None:
-        chosen = np.arange(source.count(), dtype=np.int64)
-    else:
-        chosen = design.select_per_class(
-            source.labels(), config.per_class, config.seed
-        )
-    needs_label = config.loss == "xent"
 
     def work(example):  # Eager re-run of one example, for `diagnose`.
         image = candidates.decode_image(example["image_bytes"])
         return dct_pixels.rgb_to_coefficients(image, config.chroma_subsampling)
 
-    def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
-        indices = chosen[start:stop]
-        sens, done = band_sensitivity.compute_with_indices(
+    def compute(dataset, report):
+        return band_sensitivity.compute_with_indices(
             classifier,
-            source.select(indices),
+            dataset,
             **{k: getattr(config, k) for k in _COMPUTE_SETTINGS},
             ignore_errors=True,
             progress=report,
         )
-        missing = sorted(set(indices.tolist()) - set(done.tolist()))
-        skipped = [
-            datasets.diagnose(source, i, work, require_label=needs_label)
-            for i in missing
-        ]
-        return {
-            **sens.to_arrays(),
-            "skipped": rundir.SkippedImage.to_array(skipped),
-        }
 
-    sens = BandSensitivity.empty(config.chroma_subsampling, config.loss)
-    skipped = []
-    with progress.Progress(
-        len(chosen), "image", "band sensitivities", verbose=verbose
-    ) as bar:
-        for arrays in run_dir.map_shards(
-            _SHARD_NAME, len(chosen), config.shard_size, compute, bar
-        ):
-            sens = sens.merge(BandSensitivity.from_arrays(arrays))
-            skipped.extend(rundir.SkippedImage.from_array(arrays["skipped"]))
-    return sens, skipped
+    return design.accumulate(
+        run_dir,
+        _SHARD_NAME,
+        "band sensitivities",
+        source,
+        design.chosen_indices(source, config.per_class, config.seed),
+        config.shard_size,
+        compute,
+        work,
+        BandSensitivity.empty(config.chroma_subsampling, config.loss),
+        require_label=config.loss == "xent",
+        verbose=verbose,
+    )
 
 
 def _summary(

@@ -54,6 +54,7 @@ __all__ = [
     "compute_with_indices",
     "downsample_chroma",
     "image_sums",
+    "planes",
     "rgb_to_ycbcr",
 ]
 
@@ -154,11 +155,11 @@ class BandStatistics:
         )
 
     def _pooled(self, component: str) -> tuple[int, np.ndarray, np.ndarray]:
-        planes = _planes(component)
-        count = int(self.counts[planes].sum())
+        pooled = planes(component)
+        count = int(self.counts[pooled].sum())
         if count == 0:
             raise ValueError(f"no {component} blocks were analysed")
-        sums, sums_sq = self.sums[planes], self.sums_sq[planes]
+        sums, sums_sq = self.sums[pooled], self.sums_sq[pooled]
         return count, sums.sum(axis=0), sums_sq.sum(axis=0)
 
     def count(self, component: str = "luma") -> int:
@@ -173,7 +174,7 @@ class BandStatistics:
         Raises:
           ValueError: unknown component.
         """
-        return int(self.counts[_planes(component)].sum())
+        return int(self.counts[planes(component)].sum())
 
     def mean(self, component: str = "luma") -> np.ndarray:
         """Mean of each band's DCT coefficients.
@@ -301,7 +302,12 @@ class BandStatistics:
         return cls.from_arrays({k: np.array(data[k]) for k in _ARRAYS})
 
 
-def _planes(component: str) -> list[int]:
+def planes(component: str) -> list[int]:
+    """The planes (0: Y, 1: Cb, 2: Cr) a component name pools.
+
+    Raises:
+      ValueError: an unknown name (luma, chroma, y, cb, cr).
+    """
     try:
         return list(_POOLS[component.lower()])
     except KeyError:
