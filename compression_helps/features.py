@@ -32,6 +32,7 @@ __all__ = [
     "cache_features",
     "compute_features",
     "features_key",
+    "read_cache",
 ]
 
 FEATURES_FILE = "features.npz"
@@ -132,7 +133,19 @@ def features_key(
     )
 
 
-def _read_cache(path: str | None, key: str) -> dict[str, np.ndarray] | None:
+def read_cache(path: str | None, key: str) -> dict[str, np.ndarray] | None:
+    """The features cached at `path` for `key`, or None.
+
+    None also for a file made for another key or a damaged one (with a
+    warning): the caller computes them again.
+
+    Args:
+      path: a features file, or None (no cache).
+      key: `features_key(...)` of the features wanted.
+
+    Returns:
+      See `compute_features`.
+    """
     if path is None:
         return None
     try:
@@ -198,7 +211,7 @@ def cache_features(
     if model.get_layer(multi_input.BACKBONE_LAYER).trainable:
         raise ValueError("cached features need a frozen backbone")
     key = key or features_key(qualities)
-    cached = _read_cache(path, key)
+    cached = read_cache(path, key)
     if cached is not None:
         return cached
     arrays = compute_features(

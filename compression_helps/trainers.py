@@ -1,11 +1,11 @@
-"""The two ways `train` trains the multi-input model, and their scores.
+"""The two ways `train` trains the heads, and what they predict afterwards.
 
-`on_features` trains the head alone on cached backbone features (SPEC.md:
+`on_features` trains the heads alone on cached backbone features (SPEC.md:
 the backbone is frozen, so its features never change); `on_images` trains
-the whole model on the image pipeline (a trainable backbone, or data too
-large to cache). Both score the backbone alone (on the original) and the
-multi-input model on the held-out images with the evaluation's rank rule
-(`accuracy`).
+the whole multi-input model on the image pipeline (a trainable backbone, or
+data too large to cache). Both return the held-out probabilities of the
+backbone alone (on the original) and of every head, for
+`head_report.summarize`.
 """
 
 from __future__ import annotations
@@ -22,38 +22,15 @@ from compression_helps import (
     checkpoint,
     datasets,
     distribute,
-    evaluate,
     features,
-    metrics,
+    head_report,
+    heads,
     models,
     multi_input,
     rundir,
 )
 
-__all__ = ["Job", "accuracy", "on_features", "on_images"]
-
-
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (%) by the evaluation's rank rule.
-
-    SPEC.md ("Ranks"): top-k correct iff fewer than k classes have a
-    strictly higher probability than the true label (so ties count in the
-    label's favour, unlike an arg-sort).
-
-    Args:
-      probabilities: `[N, C]`.
-      labels: `[N]` true class indices in [0, C).
-
-    Returns:
-      `{"top1": ..., "top5": ...}` in percent.
-    """
-    # [N, 1]: one candidate.
-    ranks = evaluate.ranks_of(probabilities, labels).numpy()[:, None]
-    only = np.zeros(len(ranks), np.int64)
-    return {
-        "top1": metrics.topk_accuracy(ranks, only, 1),
-        "top5": metrics.topk_accuracy(ranks, only, evaluate.TOP_K),
-    }
+__all__ = ["Job", "Predictions", "on_features", "on_images"]
 
 
 def _num_labelled(source: datasets.Source) -> int | None:
@@ -67,11 +44,13 @@ class Job:
     """What both ways of training need.
 
     Attributes:
-      model: the multi-input model (`multi_input.build_multi_input_model`);
-        for `on_images` compiled, for `on_features` its head compiled.
-      classifier: its backbone.
-      source: the images.
-      is_eval: `[N]` bool, the held-out images of `source`.
+      model: the multi-input model (`multi_input.build_multi_input_model`)
+        whose head is `heads`; for `on_images` compiled.
+      heads: `heads.training_model`: `[B, V, F]` -> `{head: [B, C]}`; for
+        `on_features` compiled.
+      classifier: the backbone.
+      train: the training images.
+      held_out: the held-out images.
       qualities: JPEG QFs of candidates 1..V-1.
       batch_size: images (or feature rows) per step.
       seed: the training data's shuffle seed (`checkpoint.epoch_seed`).
@@ -82,9 +61,10 @@ class Job:
     """
 
     model: keras.Model
+    heads: keras.Model
     classifier: models.Classifier
-    source: datasets.Source
-    is_eval: np.ndarray
+    train: datasets.Source
+    held_out: datasets.Source
     qualities: tuple[int, ...]
     batch_size: int
     seed: int
@@ -93,6 +73,29 @@ class Job:
         [keras.Model, Callable[[int], tf.data.Dataset], tf.data.Dataset], None
     ]
     verbose: bool = True
+
+    def targets(self, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The same labels for every head's output."""
+        return {name: labels for name in self.heads.output}
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """What the trained heads say about the held-out images.
+
+    Attributes:
+      probabilities: `{head_report.BACKBONE or head: [N, C]}`.
+      labels: `[N]` labels of the held-out images.
+      ids: `[N]` their ids.
+      train_labels: labels of the training images (the classes present).
+      skipped: images left out, with the reason (cached features only).
+    """
+
+    probabilities: dict[str, np.ndarray]
+    labels: np.ndarray
+    ids: list[str]
+    train_labels: np.ndarray
+    skipped: list[rundir.SkippedImage] = dataclasses.field(default_factory=list)
 
 
 def _labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -105,42 +108,61 @@ def _rows_dataset(
     labels: np.ndarray,
     batch_size: int,
     shuffle_seed: int | None,
+    targets: Callable[[tf.Tensor], dict[str, tf.Tensor]],
 ) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((rows, labels))
     if shuffle_seed is not None:  # Training: one epoch's order.
         dataset = dataset.shuffle(len(labels), seed=shuffle_seed)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def on_features(
-    job: Job, path: str | None, key: str, write: bool = True
-) -> tuple[dict, list[rundir.SkippedImage]]:
-    """Trains the head on cached features (`features.cache_features`).
-
-    Args:
-      job: the training run; its backbone must be frozen.
-      path: the features file (`features.FEATURES_FILE` of the run).
-      key: what the features depend on (`features.features_key`).
-      write: write the features file (False: a non-chief worker).
-
-    Returns:
-      The results (split sizes, held-out ids and scores) and the images
-      that are not in the cache, with the reason.
-    """
-    classifier = job.classifier
-    cached = features.cache_features(
-        path,
-        job.model,
-        _labelled(job.source.dataset),
-        classifier.resize,
-        job.qualities,
-        job.batch_size,
-        key=key,
-        data_service=job.data_service,
-        verbose=job.verbose,
-        write=write,
-        num_examples=_num_labelled(job.source),
+    return (
+        dataset.batch(batch_size)
+        .map(lambda x, y: (x, targets(y)))
+        .prefetch(tf.data.AUTOTUNE)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesFile:
+    """Where one part's features are cached, and what they depend on.
+
+    Attributes:
+      path: the `.npz` file; None: computed, not cached.
+      key: `features.features_key` of the part.
+      write: compute and write the file; False: a non-chief worker, which
+        reads the file its chief computes (once for all workers).
+    """
+
+    path: str | None
+    key: str
+    write: bool = True
+
+
+def _cached(
+    job: Job, source: datasets.Source, cache: FeaturesFile
+) -> tuple[dict[str, np.ndarray], list[rundir.SkippedImage]]:
+    classifier = job.classifier
+    strategy = job.heads.distribute_strategy
+    if cache.write:
+        cached = features.cache_features(
+            cache.path,
+            job.model,
+            _labelled(source.dataset),
+            classifier.resize,
+            job.qualities,
+            job.batch_size,
+            key=cache.key,
+            data_service=job.data_service,
+            verbose=job.verbose,
+            num_examples=_num_labelled(source),
+        )
+        distribute.barrier(strategy)  # The other workers may read it now.
+    else:
+        distribute.barrier(strategy)  # Until the chief has written it.
+        cached = features.read_cache(cache.path, cache.key)
+        if cached is None:
+            raise ValueError(
+                f"{cache.path}: not the features the chief computed; every "
+                "worker needs the chief's workdir (a shared file system)"
+            )
 
     def example_fn(example):  # One image's work, re-run for the reason.
         return candidates.make_candidates(
@@ -148,88 +170,128 @@ def on_features(
         )
 
     # Unlabelled or undecodable images are missing from the cache.
-    missing = np.setdiff1d(np.arange(len(job.is_eval)), cached["index"])
-    skipped = [
-        datasets.diagnose(job.source, int(i), example_fn) for i in missing
-    ]
-    held_out = job.is_eval[cached["index"]]
-    rows, labels = cached["features"], cached["labels"]
+    missing = np.setdiff1d(np.arange(source.count()), cached["index"])
+    skipped = [datasets.diagnose(source, int(i), example_fn) for i in missing]
+    return cached, skipped
 
-    def split(held: bool, epoch: int | None = None) -> tf.data.Dataset:
-        keep = held_out == held
-        seed = None if held else checkpoint.epoch_seed(job.seed, epoch)
-        return _rows_dataset(rows[keep], labels[keep], job.batch_size, seed)
 
-    head = job.model.get_layer(multi_input.HEAD_LAYER)
-    # The backbone alone: its own classifier on the original's features.
-    with head.distribute_strategy.scope():
-        backbone_head = multi_input.build_head(
-            *head.input.shape[1:], classifier.num_classes, name="backbone_head"
+def on_features(
+    job: Job, train_cache: FeaturesFile, held_out_cache: FeaturesFile
+) -> Predictions:
+    """Trains the heads on cached features (`features.cache_features`).
+
+    Args:
+      job: the training run; its backbone must be frozen.
+      train_cache: the training images' features file.
+      held_out_cache: the held-out images' features file.
+
+    Returns:
+      The held-out predictions, and the images left out of either cache.
+    """
+    train, train_skipped = _cached(job, job.train, train_cache)
+    held_out, held_out_skipped = _cached(job, job.held_out, held_out_cache)
+
+    def training(epoch: int) -> tf.data.Dataset:
+        return _rows_dataset(
+            train["features"],
+            train["labels"],
+            job.batch_size,
+            checkpoint.epoch_seed(job.seed, epoch),
+            job.targets,
         )
-    multi_input.init_head(
-        backbone_head, multi_input.split_classifier(classifier.model)[1]
+
+    evaluation = _rows_dataset(
+        held_out["features"],
+        held_out["labels"],
+        job.batch_size,
+        None,
+        job.targets,
     )
-    job.fit(head, lambda epoch: split(False, epoch), split(True))
-    eval_rows, eval_labels = rows[held_out], labels[held_out]
-    results = {
-        "num_train": int(np.sum(~held_out)),
-        "num_eval": int(np.sum(held_out)),
-        "num_skipped": len(skipped),
-        "eval_ids": cached["ids"][held_out].tolist(),
-        "backbone": accuracy(
-            distribute.predict_batch(backbone_head, eval_rows), eval_labels
-        ),
-        "multi_input": accuracy(
-            distribute.predict_batch(head, eval_rows), eval_labels
-        ),
+    job.fit(job.heads, training, evaluation)
+    rows = held_out["features"]
+    # The backbone alone: an untrained single-input head is its classifier.
+    dense = multi_input.split_classifier(job.classifier.model)[1]
+    with job.heads.distribute_strategy.scope():
+        backbone = heads.build(heads.SINGLE_INPUT, *rows.shape[1:], dense)
+    probabilities = {
+        head_report.BACKBONE: distribute.predict_batch(backbone, rows),
+        **distribute.predict_batch(job.heads, rows),
     }
-    return results, skipped
+    return Predictions(
+        probabilities,
+        held_out["labels"],
+        held_out["ids"].tolist(),
+        train["labels"],
+        train_skipped + held_out_skipped,
+    )
 
 
 def _predict_images(
     model: keras.Model, dataset: tf.data.Dataset
-) -> tuple[np.ndarray, np.ndarray]:
-    probabilities, labels = [], []
-    for inputs, batch_labels in dataset:
+) -> tuple[dict[str, np.ndarray] | np.ndarray, np.ndarray, list[str]]:
+    probabilities, labels, ids = [], [], []
+    for inputs, batch_labels, batch_ids in dataset:
         probabilities.append(distribute.predict_batch(model, inputs))
         labels.append(batch_labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(labels)
+        ids.extend(i.decode() for i in batch_ids.numpy())
+    if isinstance(probabilities[0], dict):
+        probabilities = {
+            k: np.concatenate([p[k] for p in probabilities])
+            for k in probabilities[0]
+        }
+    else:
+        probabilities = np.concatenate(probabilities)
+    return probabilities, np.concatenate(labels), ids
 
 
-def on_images(job: Job) -> dict:
+def on_images(job: Job) -> Predictions:
     """Trains the whole model on the image pipeline.
 
     Args:
       job: the training run.
 
     Returns:
-      The results: split sizes and held-out scores.
+      The held-out predictions.
     """
 
-    def images(held_out: bool, epoch: int | None = None) -> tf.data.Dataset:
-        indices = np.flatnonzero(job.is_eval == held_out)
+    def images(source: datasets.Source, epoch: int | None = None):
         return multi_input.make_dataset(
-            _labelled(job.source.select(indices)),
+            _labelled(source.dataset),
             job.classifier.resize,
             job.qualities,
             job.batch_size,
-            training=not held_out,
-            seed=None if held_out else checkpoint.epoch_seed(job.seed, epoch),
+            training=epoch is not None,
+            seed=None
+            if epoch is None
+            else checkpoint.epoch_seed(job.seed, epoch),
             data_service=job.data_service,
+            with_ids=True,
+        )
+
+    def for_fit(dataset):
+        return dataset.map(
+            lambda inputs, labels, ids: (inputs, job.targets(labels))
         )
 
     # Before training: a trainable backbone shares its layers with the model.
     with job.model.distribute_strategy.scope():
         backbone = multi_input.backbone_alone(job.classifier)
-    originals = images(True).map(  # The backbone alone sees the original.
-        lambda inputs, labels: (inputs[multi_input.ORIGINAL], labels)
+    originals = images(job.held_out).map(  # The backbone alone: the original.
+        lambda inputs, labels, ids: (inputs[multi_input.ORIGINAL], labels, ids)
     )
-    backbone_scores = accuracy(*_predict_images(backbone, originals))
-    job.fit(job.model, lambda epoch: images(False, epoch), images(True))
-    probabilities, labels = _predict_images(job.model, images(True))
-    return {
-        "num_train": int(np.sum(~job.is_eval)),
-        "num_eval": len(labels),
-        "backbone": backbone_scores,
-        "multi_input": accuracy(probabilities, labels),
-    }
+    backbone_probabilities = _predict_images(backbone, originals)[0]
+    job.fit(
+        job.model,
+        lambda epoch: for_fit(images(job.train, epoch)),
+        for_fit(images(job.held_out)),
+    )
+    probabilities, labels, ids = _predict_images(
+        job.model, images(job.held_out)
+    )
+    train_labels = job.train.labels()
+    return Predictions(
+        {head_report.BACKBONE: backbone_probabilities, **probabilities},
+        labels,
+        ids,
+        train_labels[train_labels >= 0],
+    )

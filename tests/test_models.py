@@ -44,6 +44,28 @@ class RegistryTest(OneLineErrorMixin, tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(classifier.model.input_shape, (None, size, size, 3))
         self.assertEqual(classifier.num_classes, 1000)
 
+    @parameterized.parameters(
+        ("efficientnet_lite0", 224, 224 / 256),
+        ("efficientnet_lite1", 240, 240 / 272),
+        ("efficientnet_lite2", 260, 260 / 292),
+    )
+    def test_efficientnet_lite_variants_use_their_own_size_and_crop(
+        self, name, size, crop_fraction
+    ):
+        spec = models.REGISTRY[name]()
+        self.assertEqual(spec.name, name)
+        self.assertAlmostEqual(spec.crop_fraction, crop_fraction)
+        self.assertEqual(spec.resize_method, "bicubic")
+        classifier = models.load_classifier(name, weights=None)
+        self.assertEqual(classifier.model.name, name)
+        self.assertEqual(classifier.model.input_shape, (None, size, size, 3))
+        image = tf.zeros([400, 300, 3], tf.uint8)
+        self.assertEqual(classifier.resize(image).shape, [size, size, 3])
+        pixels = tf.constant([[0.0] * 3, [127.0] * 3, [255.0] * 3])
+        self.assertAllClose(
+            classifier.preprocess_input(pixels)[:, 0], [-127 / 128, 0.0, 1.0]
+        )
+
     def test_resnet50v2_at_299_as_the_authors_used(self):
         classifier = models.load_classifier("resnet50v2", None, image_size=299)
         self.assertEqual(classifier.model.input_shape, (None, 299, 299, 3))

@@ -4,6 +4,8 @@ import json
 import os
 from unittest import mock
 
+import keras
+import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -82,6 +84,12 @@ class TrainAndEvaluateTest(tf.test.TestCase):
             ({"data": datasets.DataConfig("x", limit=-1)}, "limit must be"),
             ({"data": datasets.DataConfig("x", limit=0)}, "limit must be"),
             ({"data_service": "http://host:1"}, "grpc://host:port"),
+            ({"heads": ()}, "heads: give one or more"),
+            ({"heads": ("multi_input", "ensemble")}, "head must be one of"),
+            ({"heads": ("mixing", "mixing")}, "heads must be distinct"),
+            ({"train_backbone": True}, "train_backbone trains the backbone"),
+            ({"eval_data": "/other"}, "leave num_eval unset"),
+            ({"eval_data": ""}, "eval_data is empty"),
         ]
         for changes, message in cases:
             with (
@@ -99,6 +107,11 @@ class TrainAndEvaluateTest(tf.test.TestCase):
         for changes, message in [
             ({"num_eval": 6}, "cannot hold out"),
             ({"data": datasets.DataConfig("/nowhere")}, "/nowhere"),
+            ({"eval_data": "/nowhere", "num_eval": None}, "/nowhere"),
+            (
+                {"eval_data": self.data + "/", "num_eval": None},
+                "holds the same images as data",
+            ),
         ]:
             with mock.patch.object(models.ModelConfig, "load") as load:
                 with self.assertRaisesRegex((ValueError, OSError), message):
@@ -106,12 +119,32 @@ class TrainAndEvaluateTest(tf.test.TestCase):
             load.assert_not_called()
             self.assertFalse(os.path.exists(workdir), changes)
 
-    def test_non_chief_worker_writes_nothing(self):
+    def test_non_chief_worker_reads_the_chiefs_features_and_writes_nothing(
+        self,
+    ):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
+        chief = self._train(workdir, epochs=1)
+
+        def snapshot():
+            return {
+                os.path.join(folder, name): os.stat(
+                    os.path.join(folder, name)
+                ).st_mtime_ns
+                for folder, _, names in os.walk(workdir)
+                for name in names
+            }
+
+        before = snapshot()
         with mock.patch.object(distribute, "is_chief", return_value=False):
             results = self._train(workdir, epochs=1)
-        self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
-        self.assertFalse(os.path.exists(workdir))
+        self.assertEqual(snapshot(), before)
+        self.assertEqual(results["scores"], chief["scores"])
+        # Without the chief's features there is nothing to read.
+        with (
+            mock.patch.object(distribute, "is_chief", return_value=False),
+            self.assertRaisesRegex(ValueError, "chief's workdir"),
+        ):
+            self._train(os.path.join(workdir, "elsewhere"), epochs=1)
 
     def test_trains_on_images_through_the_data_service(self):
         dispatcher, _workers = testing_utils.start_data_service()
@@ -125,6 +158,71 @@ class TrainAndEvaluateTest(tf.test.TestCase):
         self.assertEqual((results["num_train"], results["num_eval"]), (4, 2))
         self.assertFalse(os.path.exists(os.path.join(workdir, "features.npz")))
         self.assertLen(read_lines(os.path.join(workdir, "metrics.jsonl")), 1)
+
+
+class EvalDataTest(tf.test.TestCase):
+    def test_trains_on_one_source_and_scores_every_head_on_the_other(self):
+        train_folder = self.create_tempdir().full_path
+        eval_folder = self.create_tempdir().full_path
+        testing_utils.write_image_folder(train_folder, [0, 2, 4, 6, 8, 10])
+        testing_utils.write_image_folder(eval_folder, [0, 2, 4], seed=100)
+        workdir = self.create_tempdir().full_path
+        results = train.train_and_evaluate(
+            train.Config(
+                model=models.ModelConfig(
+                    testing_utils.tiny_model_file(
+                        self.create_tempdir().full_path
+                    )
+                ),
+                data=datasets.DataConfig(train_folder),
+                eval_data=eval_folder,
+                qualities=QUALITIES,
+                batch_size=2,
+                epochs=2,
+                learning_rate=0.01,
+            ),
+            workdir,
+            verbose=False,
+        )
+        self.assertEqual((results["num_train"], results["num_eval"]), (6, 3))
+        eval_ids = sorted(os.listdir(eval_folder))
+        self.assertEqual(sorted(results["eval_ids"]), eval_ids)
+        # The two sources never mix: each cache holds its own images only.
+        cached = {
+            name: set(np.load(os.path.join(workdir, name))["ids"])
+            for name in ("features.npz", "eval_features.npz")
+        }
+        self.assertEqual(cached["eval_features.npz"], set(eval_ids))
+        self.assertEqual(cached["features.npz"], set(os.listdir(train_folder)))
+        self.assertEqual(results["classes_present"], [0, 2, 4, 6, 8, 10])
+        self.assertEqual(
+            set(results["scores"]),
+            {"backbone", "multi_input", "single_input", "mixing"},
+        )
+        self.assertEqual(
+            set(results["versus_single_input"]), {"multi_input", "mixing"}
+        )
+        for scores in results["scores"].values():
+            self.assertEqual(
+                set(scores), {"top1", "top5", "top1_present", "top5_present"}
+            )
+        gain = results["versus_single_input"]["multi_input"]["top1"]
+        low, high = gain["interval"]
+        self.assertLessEqual(low, gain["gain"])
+        self.assertLessEqual(gain["gain"], high)
+        # Per-epoch held-out top-1 of every head, and its plot.
+        rows = read_lines(os.path.join(workdir, "metrics.jsonl"))
+        self.assertEqual([row["epoch"] for row in rows], [1, 2])
+        for head in ("multi_input", "single_input", "mixing"):
+            self.assertIn(f"val_{head}_top1", rows[0])
+        self.assertTrue(
+            os.path.exists(os.path.join(workdir, "heldout_top1_per_epoch.png"))
+        )
+        exported = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+        self.assertEqual(
+            [layer.name for layer in exported.layers][-1],
+            results["exported_head"],
+        )
 
 
 class ReadConfigTest(tf.test.TestCase):
