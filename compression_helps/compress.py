@@ -1,12 +1,13 @@
 """Compress images for a model: the smallest file that keeps its answer.
 
 Yang et al. 2021 (SPEC.md, "Selectors without the label") as a compression
-method. For every image of a folder (any image files, any depth, no labels
-needed) or a TFDS split, the candidates are the original file and a ladder
-of JPEG re-encodings (`ladder`); a label-free selector picks, from the
-model's answers alone, the smallest candidate that keeps the answer it gives
-on the original; that candidate's bytes are written to `--out`
-(`compress_output`: the input's tree of files, or TFRecords).
+method (SPEC.md, "Smallest file that keeps the answer"). For every image of a
+folder (any image files, any depth, no labels needed) or a TFDS split, the
+candidates are the original file and a ladder of JPEG re-encodings (`ladder`);
+a label-free selector picks, from the model's answers alone, the smallest
+candidate that keeps the answer it gives on the original; that candidate's
+bytes are written to `--out` (`compress_output`: the input's tree of files, or
+TFRecords).
 
 The candidates are classified by the evaluation engine (`evaluate.predict`,
 sharded and resumable in `<out>/.compress/`), so a ladder of QF 100..10

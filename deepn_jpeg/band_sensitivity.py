@@ -190,9 +190,9 @@ def steps(
     """Real-valued steps, before rounding: step_k = c * s_k^(-1/2).
 
     The high-rate optimum of sum_k s_k * step_k^2 / 12 at a given rate
-    (SPEC.md): luma from the Y sensitivities, chroma from the mean of Cb
-    and Cr, one constant c for both; c makes the geometric mean of the luma
-    steps that of `reference` (Annex K's luma table: "quality 50").
+    (SPEC.md, "Sensitivity tables"): luma from the Y sensitivities, chroma from
+    the mean of Cb and Cr, one constant c for both; c makes the geometric mean
+    of the luma steps that of `reference` (Annex K's luma table: "quality 50").
     Sensitivities below 1/255^2 of the largest are raised to it first.
 
     Args:

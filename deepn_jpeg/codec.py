@@ -12,12 +12,12 @@ with custom tables; the two encoders here can (`ENCODERS`):
   `PIL.features.version("libjpeg_turbo")` names the one installed).
   Baseline (sequential) files with Huffman tables optimized per image. The
   encoder of SPEC.md ("Writing the files") and of the reference curve.
-- "mozjpeg": mozjpeg 4.0.3 as built into the `jpeglib` package (1.0.2),
-  with mozjpeg's defaults: progressive files with scans optimized per
-  image, trellis quantization of the AC and DC coefficients (each block's
-  quantized values are chosen for rate and distortion together, so the
-  same tables give smaller files at nearly the same quality), optimized
-  Huffman tables. The tables are written as given (no table optimization).
+- "mozjpeg" (SPEC.md, "Encoders"): mozjpeg 4.0.3 as built into the `jpeglib`
+  package (1.0.2), with mozjpeg's defaults: progressive files with scans
+  optimized per image, trellis quantization of the AC and DC coefficients (each
+  block's quantized values are chosen for rate and distortion together, so the
+  same tables give smaller files at nearly the same quality), optimized Huffman
+  tables. The tables are written as given (no table optimization).
 
 Tables are never given together with a quality (libjpeg would rescale them),
 and every written file's tables are read back from its DQT segments and

@@ -8,8 +8,8 @@ Not in the paper. Every table design here learns from images: the PLM from
 their DCT statistics (`design`), the sensitivity tables from the model's
 gradients (`sensitivity`), the fitted tables from a search against the model
 (`fit`). A table judged on images it was made from flatters itself, and a
-fixed half split leaves few images for either side. So (SPEC.md "Verdict:
-band gain with a paired bootstrap"):
+fixed half split leaves few images for either side. So (SPEC.md
+"Cross-fitting"; the verdict: "Verdict: band gain with a paired bootstrap"):
 
 1. the images are split into K seeded folds (`splits.fold_mask`);
 2. for each fold k, every design sees only the other K-1 folds

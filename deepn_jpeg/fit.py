@@ -1,4 +1,4 @@
-"""Quantization tables fitted to a model at byte budgets (not in the paper).
+"""Tables fitted to a model at byte budgets (SPEC.md, "DNN-oriented tables").
 
 Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
 "DeepN-JPEG: A Deep Neural Network Favorable JPEG-based Image Compression

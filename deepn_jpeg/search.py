@@ -1,6 +1,7 @@
 """The search behind fitted tables: one family, one byte budget.
 
-Not in the paper (DeepN-JPEG, Liu et al., DAC 2018, designs its tables from
+Not in the paper (SPEC.md, "DNN-oriented tables: families and fit";
+DeepN-JPEG, Liu et al., DAC 2018, designs its tables from
 the images' DCT statistics alone). `fit` is the job; here, for one table
 family (`deepn_jpeg.families`) and one byte budget on a fixed set of images
 (`in_memory.InMemoryImages`):

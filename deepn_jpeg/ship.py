@@ -1,4 +1,4 @@
-"""Makes one table set to ship, from a whole data set (not in the paper).
+"""Makes a table set to ship (SPEC.md, "Table set files and shipped sets").
 
 Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
 "DeepN-JPEG: A Deep Neural Network Favorable JPEG-based Image Compression

@@ -5,7 +5,8 @@ Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
 Framework." DAC 2018. https://arxiv.org/abs/1803.05788
 
 SPEC.md ("Writing the files"): tables are exported as JSON and as a libjpeg
-`cjpeg -qtables` text file. Not in the paper: a JSON table set may also fix
+`cjpeg -qtables` text file. Not in the paper (SPEC.md, "Table set files
+and shipped sets"): a JSON table set may also fix
 the chroma subsampling and the encoder its tables were made for (a table set
 fitted to a model with one encoder is only claimed for that encoder); the
 values are checked where they are used (`deepn_jpeg.codec`). Table sets
