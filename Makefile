@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 DATA ?=
 WORKDIR ?= demo_workdir
 DEMO_FLAGS ?=
+# e.g. BENCH_FLAGS="--num_images=100 --memory=false" for a quicker bench.
+BENCH_FLAGS ?=
 # The scripts hide TensorFlow's native log noise themselves (oneDNN notices,
 # libpng warnings; experiments/__init__.py). Setting TF_CPP_MIN_LOG_LEVEL, or
 # DEMO_FLAGS=--verbose, shows it all (benchmarks: the variable only).
@@ -34,7 +36,7 @@ test: lint
 	$(PY) -m pytest -q -n auto tests
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.throughput $(if $(DATA),--data=$(DATA))
+	$(PY) -m benchmarks.throughput $(if $(DATA),--data=$(DATA)) $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) $(WORKDIR) *.egg-info

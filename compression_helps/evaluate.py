@@ -12,6 +12,12 @@ exactly what an uninterrupted one does. An image that cannot be evaluated
 (empty, corrupt, unknown label, ...) is skipped and recorded with its reason;
 the run goes on.
 
+`predict_models` evaluates several models in one pass: one JPEG stage
+(each image decoded once, each candidate encoded and decoded once), each
+model its own crop, resize and normalisation; every model's outputs are
+those of a `predict` run of it alone. With a candidate store
+(`candidate_store`) the encoding is read from the store instead of done.
+
 `in_memory.InMemoryImages` is the same evaluation for many codecs on one
 fixed set of images (a table search): the originals are decoded once and
 kept. Both modes run `candidates.encoded_candidates` per image and
@@ -26,12 +32,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from compression_helps import (
+    candidate_store,
     candidates,
     datasets,
     files,
@@ -52,6 +59,7 @@ __all__ = [
     "classify_fn",
     "model_probabilities",
     "predict",
+    "predict_models",
     "ranks_of",
 ]
 
@@ -60,16 +68,15 @@ PREDICTIONS_FILE = "predictions.npz"
 SHARD_SIZE = 256  # Images per shard file: at most this much work is redone.
 # Per-candidate fields: the same for every image, not concatenated.
 _CANDIDATE_FIELDS = ("curves", "qualities", "names")
-# What `classify_batches` collects (with "ids"), and its dtypes.
-_OUTPUT_DTYPES = {
+# What `classify_batches` collects (with "ids"), and its dtypes: per image,
+# and per image and model (a model axis after the image axis).
+_IMAGE_DTYPES = {
     "index": np.int64,
-    "ranks": np.int32,
     "sizes": np.int64,
-    "topk": np.int32,
-    "topk_probs": np.float32,
     "labels": np.int32,
     "num_pixels": np.int64,
 }
+_MODEL_DTYPES = {"ranks": np.int32, "topk": np.int32, "topk_probs": np.float32}
 
 
 @dataclasses.dataclass
@@ -271,8 +278,8 @@ def model_probabilities(
     return tf.cast(outputs, tf.float32)[:count]
 
 
-def predict(
-    classifier: models.Classifier,
+def predict_models(
+    classifiers: Sequence[models.Classifier],
     source: datasets.Source,
     codecs: Sequence[int | candidates.Codec] = candidates.QUALITIES,
     batch_size: int = 8,
@@ -282,11 +289,15 @@ def predict(
     jit_compile: bool = False,
     verbose: bool = True,
     require_label: bool = True,
-) -> tuple[Predictions, list[rundir.SkippedImage]]:
-    """Evaluates every candidate of every image of `source`.
+    store: candidate_store.Store | None = None,
+) -> tuple[list[Predictions], list[rundir.SkippedImage]]:
+    """Evaluates every candidate of every image of `source` with each model.
+
+    One JPEG stage for all models: each batch of candidates is classified
+    by every model, each with its own crop, resize and normalisation.
 
     Args:
-      classifier: the model and its preprocessing.
+      classifiers: the models and their preprocessing.
       source: labelled examples (any examples, see `require_label`).
       codecs: candidates 1..V-1, JPEG QFs or `candidates.Codec`s
         (candidate 0 is the original).
@@ -301,36 +312,52 @@ def predict(
       require_label: skip images without a label. False: evaluate them too
         (label -1); their ranks then mean nothing, but their top-5 classes,
         which the label-free selectors use, do.
+      store: read the candidate files of `source` from this store (filled:
+        `Store.fill`) instead of encoding them; None: encode.
 
     Returns:
-      The `Predictions` of the evaluated images, in the order of `source`,
-      and the skipped images.
+      The `Predictions` of each classifier, in order (the same images, in
+      the order of `source`), and the skipped images.
 
     Raises:
-      ValueError: no image could be evaluated.
+      ValueError: no image could be evaluated, or `store` holds other
+        candidates than `codecs`.
     """
     codecs = candidates.as_codecs(codecs)
+    if store is not None:
+        store.check_candidates(codecs)
     num_examples = source.count()
+    # One resize per model: each candidate is decoded once for all of them.
+    resizes = tuple(c.resize for c in classifiers)
 
     def example_fn(example):  # Eager re-run of one example's work.
-        return candidates.make_candidates(example, classifier.resize, codecs)
+        return candidates.make_candidates(example, resizes, codecs)
 
-    classify = classify_fn(classifier, batch_size, jit_compile)
+    steps = tuple(classify_fn(c, batch_size, jit_compile) for c in classifiers)
     usable = functools.partial(datasets.usable, require_label=require_label)
 
     def compute(start: int, stop: int, report) -> dict[str, np.ndarray]:
         # Files the guard refused (and unlabelled images, where a label is
         # required) are dropped here and recorded by `diagnose`.
-        examples = source.read(start, stop).filter(usable)
-        batches = candidates.candidate_batches(
-            examples,
-            classifier.resize,
-            codecs,
-            batch_size,
-            data_service=data_service,
-            job_name=f"evaluate-{uuid.uuid4().hex}" if data_service else None,
-        )
-        arrays = classify_batches(batches, _counted(classify, report)) or {}
+        job_name = f"evaluate-{uuid.uuid4().hex}" if data_service else None
+        if store is None:
+            batches = candidates.candidate_batches(
+                source.read(start, stop).filter(usable),
+                resizes,
+                codecs,
+                batch_size,
+                data_service=data_service,
+                job_name=job_name,
+            )
+        else:
+            batches = candidates.stored_candidate_batches(
+                store.read(start, stop).filter(usable),
+                resizes,
+                batch_size,
+                data_service=data_service,
+                job_name=job_name,
+            )
+        arrays = classify_batches(batches, steps, report) or {}
         done = set(arrays.pop("index", np.zeros([0])).tolist())
         missing = sorted(set(range(start, stop)) - done)
         skipped = [
@@ -365,32 +392,61 @@ def predict(
             f"evaluated{first}"
         )
     per_image = {
-        f.name: np.concatenate([p[f.name] for p in parts])
-        for f in dataclasses.fields(Predictions)
-        if f.name not in _CANDIDATE_FIELDS
+        key: np.concatenate([p[key] for p in parts])
+        for key in ("ids", *_IMAGE_DTYPES, *_MODEL_DTYPES)
+        if key != "index"
     }
-    return assemble(per_image, codecs, with_original=True), skipped
+    predictions = [
+        assemble(per_image, codecs, with_original=True, model=m)
+        for m in range(len(classifiers))
+    ]
+    return predictions, skipped
+
+
+def predict(
+    classifier: models.Classifier, source: datasets.Source, *args, **kwargs
+) -> tuple[Predictions, list[rundir.SkippedImage]]:
+    """`predict_models` of one classifier.
+
+    Args:
+      classifier: the model and its preprocessing.
+      source: labelled examples.
+      *args: `predict_models`' further arguments (codecs, batch_size, ...).
+      **kwargs: the same, by name.
+
+    Returns:
+      The classifier's `Predictions` and the skipped images.
+    """
+    (predictions,), skipped = predict_models(
+        [classifier], source, *args, **kwargs
+    )
+    return predictions, skipped
 
 
 def assemble(
     per_image: dict[str, np.ndarray],
     codecs: Sequence[candidates.Codec],
     with_original: bool,
+    model: int = 0,
 ) -> Predictions:
-    """`Predictions` from per-image arrays and the candidates' codecs.
+    """`Predictions` of one model from per-image arrays and the codecs.
 
     Args:
       per_image: `classify_batches`' arrays.
       codecs: the candidates after the original.
       with_original: candidate 0 is the original file.
+      model: which of `classify_batches`' models.
 
     Returns:
       The predictions, with the candidates' curves, qualities and names.
     """
     first = [candidates.ORIGINAL] if with_original else []
-    per_image = {k: v for k, v in per_image.items() if k != "index"}
     return Predictions(
-        **per_image,
+        ids=per_image["ids"],
+        sizes=per_image["sizes"],
+        labels=per_image["labels"],
+        num_pixels=per_image["num_pixels"],
+        **{key: per_image[key][:, model] for key in _MODEL_DTYPES},
         curves=np.array(first + [c.curve for c in codecs], dtype=str),
         qualities=np.array(
             [0] * len(first) + [c.quality for c in codecs]
@@ -407,45 +463,48 @@ def _in_memory_shards(num_examples, shard_size, compute, bar):
         yield arrays
 
 
-def _counted(classify, report):
-    """`classify` that reports each batch's images as it finishes."""
-
-    def step(pixels: tf.Tensor, labels: tf.Tensor):
-        outputs = classify(pixels, labels)
-        report(int(labels.shape[0]))
-        return outputs
-
-    return step
-
-
-def classify_batches(batches: tf.data.Dataset, classify) -> dict | None:
+def classify_batches(
+    batches: tf.data.Dataset,
+    classify,
+    report: Callable[[int], None] | None = None,
+) -> dict | None:
     """Model outputs of all batches, in example index order.
 
     Args:
       batches: `make_candidates`-like batches with "index", "id", "label",
         "sizes", "num_pixels" and "pixels".
-      classify: `classify_fn`'s step.
+      classify: `classify_fn`'s step; or a tuple of steps, one per model,
+        when "pixels" is a tuple (a `resize` per model).
+      report: called with each batch's number of images once every model
+        has classified it (progress).
 
     Returns:
-      Per-image arrays (Predictions' per-image fields and "index"), or None
-      for no batch.
+      Per-image arrays (Predictions' per-image fields and "index"; "ranks",
+      "topk" and "topk_probs" with a model axis after the image axis,
+      `[N, M, ...]`, M = 1 for one step), or None for no batch.
     """
-    outputs = {k: [] for k in _OUTPUT_DTYPES}
+    steps = tf.nest.flatten(classify)
+    outputs = {k: [] for k in (*_IMAGE_DTYPES, *_MODEL_DTYPES)}
     ids = []
     for batch in batches:
-        ranks, topk, topk_probs = classify(batch["pixels"], batch["label"])
-        values = {"ranks": ranks, "topk": topk, "topk_probs": topk_probs}
-        values["labels"] = batch["label"]
+        pixels = tf.nest.flatten(batch["pixels"])  # One per model.
+        per_model = [
+            step(p, batch["label"])
+            for step, p in zip(steps, pixels, strict=True)
+        ]
+        for i, key in enumerate(_MODEL_DTYPES):
+            outputs[key].append(np.stack([o[i].numpy() for o in per_model], 1))
+        outputs["labels"].append(batch["label"].numpy())
         for key in ("index", "sizes", "num_pixels"):
-            values[key] = batch[key]
-        for key, value in values.items():
-            outputs[key].append(value.numpy())
+            outputs[key].append(batch[key].numpy())
         ids.extend(i.decode() for i in batch["id"].numpy())
+        if report is not None:
+            report(len(batch["label"]))
     if not ids:
         return None
+    dtypes = {**_IMAGE_DTYPES, **_MODEL_DTYPES}
     arrays = {
-        k: np.concatenate(v).astype(_OUTPUT_DTYPES[k])
-        for k, v in outputs.items()
+        k: np.concatenate(v).astype(dtypes[k]) for k, v in outputs.items()
     }
     arrays["ids"] = np.array(ids, dtype=str)
     order = np.argsort(arrays["index"], kind="stable")

@@ -2,13 +2,17 @@
 
 Rows: the original, each QF, HRS, the label-free selectors and the
 confidence selector at each threshold; columns: top-1 %, top-5 %, compression
-ratio against the original files (SPEC.md) and mean candidate size.
+ratio against the original files (SPEC.md) and mean candidate size. Several
+models evaluated on the same candidates are compared in a summary: the same
+rows, top-1, top-5 and CR of each model side by side (`summary_markdown`),
+and every model's rows in one CSV file (`write_summary`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 
 import numpy as np
 
@@ -24,16 +28,24 @@ from compression_helps import (
 __all__ = [
     "CONFIDENCE_THRESHOLDS",
     "COLUMNS",
+    "REPORT_FILE",
+    "SUMMARY_CSV",
+    "SUMMARY_MARKDOWN",
     "accuracy_vs_cr_figure",
     "plot_accuracy_vs_cr",
     "selections",
     "summarize",
+    "summary_markdown",
     "to_markdown",
     "write_report",
+    "write_summary",
 ]
 
 CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9)
 COLUMNS = ("name", "top1", "top5", "cr", "mean_bytes", "bpp")
+REPORT_FILE = "report.json"
+SUMMARY_CSV = "summary.csv"  # One row per model and table row.
+SUMMARY_MARKDOWN = "summary.md"  # The side-by-side table.
 
 
 def selections(predictions: evaluate.Predictions) -> dict[str, np.ndarray]:
@@ -187,6 +199,7 @@ def write_report(
     run: rundir.RunDir,
     model_name: str,
     errors_by_reason: dict[str, int] | None = None,
+    folder: str = "",
 ) -> dict:
     """Writes report.json, report.csv and accuracy_vs_cr.png, atomically.
 
@@ -195,6 +208,7 @@ def write_report(
       run: the run directory.
       model_name: shown in the report and plot.
       errors_by_reason: skipped images counted by reason.
+      folder: where in the run directory (e.g. the model's folder).
 
     Returns:
       The report dict (as in report.json).
@@ -208,13 +222,10 @@ def write_report(
         "errors_by_reason": errors_by_reason,
         "rows": rows,
     }
-    run.write_json("report.json", report)
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    run.write_text("report.csv", table.getvalue())
-    with files.atomic_path(run.path("accuracy_vs_cr.png")) as tmp_path:
+    run.write_json(os.path.join(folder, REPORT_FILE), report)
+    run.write_text(os.path.join(folder, "report.csv"), _csv(rows, COLUMNS))
+    plot_path = run.path(os.path.join(folder, "accuracy_vs_cr.png"))
+    with files.atomic_path(plot_path) as tmp_path:
         plot_accuracy_vs_cr(
             rows,
             len(predictions.names),
@@ -222,3 +233,59 @@ def write_report(
             f"{model_name}, {predictions.num_images} images",
         )
     return report
+
+
+def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return table.getvalue()
+
+
+def summary_markdown(reports: dict[str, dict]) -> str:
+    """Several models' tables side by side: top-1 %, top-5 %, CR of each.
+
+    Args:
+      reports: `write_report` dicts by model, of the same candidates and
+        images (so the same rows).
+
+    Returns:
+      A markdown table: one row per candidate or selector, three columns
+      per model.
+    """
+    models = list(reports)
+    header = ["candidate / selector"]
+    for model in models:
+        header += [f"{model} top-1 %", f"{model} top-5 %", f"{model} CR"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    by_model = [reports[m]["rows"] for m in models]
+    for rows in zip(*by_model, strict=True):
+        cells = [rows[0]["name"]]
+        for row in rows:
+            cells += [f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
+            cells.append(f"{row['cr']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(run: rundir.RunDir, reports: dict[str, dict]) -> None:
+    """Writes summary.md (`summary_markdown`) and summary.csv, atomically.
+
+    summary.csv is for other tools: a `model` column, then the columns of
+    each model's report.csv, every model's rows one after the other.
+
+    Args:
+      run: the run directory.
+      reports: `write_report` dicts by model.
+    """
+    run.write_text(SUMMARY_MARKDOWN, summary_markdown(reports) + "\n")
+    rows = [
+        {"model": model, **row}
+        for model, result in reports.items()
+        for row in result["rows"]
+    ]
+    run.write_text(SUMMARY_CSV, _csv(rows, ("model", *COLUMNS)))

@@ -44,6 +44,7 @@ __all__ = [
     "JsonlCache",
     "RunDir",
     "SkippedImage",
+    "changed_settings",
     "count_errors",
     "read_errors",
 ]
@@ -462,6 +463,28 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
+def changed_settings(
+    old: dict, new: dict, may_change: Sequence[str] = ()
+) -> list[str]:
+    """The settings that differ between two records, by dotted name.
+
+    Args:
+      old: nested settings, e.g. a `config.json`'s "settings".
+      new: the same kind of record.
+      may_change: dotted names not to report.
+
+    Returns:
+      Sorted names such as `model.name` whose values differ (or that one
+      record lacks).
+    """
+    old, new = _flatten(old), _flatten(new)
+    return sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k not in may_change
+    )
+
+
 def _check_resumable(
     path: str, previous: Any, current: dict, may_change: Sequence[str]
 ) -> None:
@@ -470,12 +493,8 @@ def _check_resumable(
             f"{path}: not a config this version wrote; use a new --workdir "
             "or drop --resume"
         )
-    old = _flatten(previous["settings"])
-    new = _flatten(current["settings"])
-    changed = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and k not in may_change
+    changed = changed_settings(
+        previous["settings"], current["settings"], may_change
     )
     if changed:
         raise ValueError(

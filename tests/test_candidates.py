@@ -80,6 +80,39 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotIn("image_bytes", eager)
         self.assertAllEqual(eager["sizes"][0], len(self.jpeg))
 
+    def test_several_resizes_give_each_its_own_pixels(self):
+        example = {"id": "x", "image_bytes": self.jpeg, "label": 3}
+
+        def larger(image):
+            return models.center_crop_and_resize(image, 24, method="bicubic")
+
+        both = candidates.make_candidates(example, (resize, larger), QUALITIES)
+        for i, one in enumerate((resize, larger)):
+            alone = candidates.make_candidates(example, one, QUALITIES)
+            self.assertAllEqual(both["pixels"][i], alone["pixels"])
+            self.assertAllEqual(both["sizes"], alone["sizes"])
+        self.assertEqual(both["pixels"][1].shape, [4, 24, 24, 3])
+
+    def test_stored_files_give_what_make_candidates_gives(self):
+        example = {
+            "index": tf.constant(7, tf.int64),
+            "id": tf.constant("x"),
+            "image_bytes": tf.constant(self.jpeg),
+            "label": tf.constant(3),
+        }
+
+        def from_files(e):
+            files = candidates.candidate_files(e, QUALITIES)
+            return candidates.stored_candidates(files, resize)
+
+        want = candidates.make_candidates(example, resize, QUALITIES)
+        for got in (from_files(example), in_dataset(from_files, example)):
+            self.assertEqual(set(got), set(want))
+            for key in want:
+                self.assertAllEqual(got[key], want[key])
+        files = candidates.candidate_files(example, QUALITIES)["files"]
+        self.assertEqual(files[0].numpy(), self.jpeg)
+
     def test_decode_image_eager_equals_dataset_map_for_png(self):
         png = tf.io.encode_png(self.image)
         self.assertAllEqual(candidates.decode_image(png), self.image)

@@ -162,7 +162,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
         summary = compress.run(
             config, self.create_tempdir().full_path, False, False
         )
-        report = runner.run(
+        (report,) = runner.run(
             runner.Config(
                 model=config.model,
                 data=config.data,
@@ -171,7 +171,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
             ),
             self.create_tempdir().full_path,
             verbose=False,
-        )
+        ).values()
         keep_top1 = next(r for r in report["rows"] if r["name"] == "keep_top1")
         self.assertEqual(summary["cr"], keep_top1["cr"])
         self.assertEqual(summary["top1_agreement"], 100.0)

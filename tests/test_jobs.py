@@ -227,7 +227,7 @@ JOBS = (
             "--shard_size=2",
         ],
         {"qualities": (80, 10)},
-        ("predictions.npz", "report.json", "report.csv"),
+        ("tiny/predictions.npz", "tiny/report.json", "summary.csv"),
         lambda f: f.model,
     ),
     Job(

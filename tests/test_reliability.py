@@ -310,7 +310,7 @@ class SpecialFilesScriptTest(tf.test.TestCase):
             },
         )
         ids = evaluate.Predictions.load(
-            os.path.join(workdir, evaluate.PREDICTIONS_FILE)
+            os.path.join(workdir, "tiny", evaluate.PREDICTIONS_FILE)
         ).ids
         self.assertEqual(
             sorted(ids),
@@ -345,14 +345,15 @@ class RunnerTest(tf.test.TestCase):
         workdir = self.new_workdir()
         config = self.config(qualities=(50,))
         runner.run(config, workdir, verbose=False)
-        report = read(os.path.join(workdir, "report.json"))
+        report_path = os.path.join(workdir, "tiny", "report.json")
+        report = read(report_path)
 
         def refused(message, config):
             with self.assertRaisesRegex(ValueError, message) as e:
                 runner.run(config, workdir, resume=True, verbose=False)
             self.assertNotIn("\n", str(e.exception))
             # Nothing of the first run was lost.
-            self.assertEqual(read(os.path.join(workdir, "report.json")), report)
+            self.assertEqual(read(report_path), report)
 
         refused(r"other settings \(qualities\)", self.config(qualities=(40,)))
         refused(
@@ -390,7 +391,9 @@ class RunnerTest(tf.test.TestCase):
         workdir = self.new_workdir()
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            report = runner.run(self.config(qualities=(50,)), workdir)
+            (report,) = runner.run(
+                self.config(qualities=(50,)), workdir
+            ).values()
         self.assertIn("1 images evaluated, 2 skipped", out.getvalue())
         self.assertEqual(report["n_images"], 1)
         self.assertEqual(report["n_errors"], 2)
@@ -398,7 +401,7 @@ class RunnerTest(tf.test.TestCase):
             report["errors_by_reason"],
             {"empty file": 1, "no ImageNet label": 1},
         )
-        with open(os.path.join(workdir, "report.json")) as f:
+        with open(os.path.join(workdir, "tiny", "report.json")) as f:
             self.assertEqual(json.load(f), report)
         with open(os.path.join(workdir, "errors.jsonl")) as f:
             records = [json.loads(line) for line in f]

@@ -144,6 +144,48 @@ class WriteReportTest(tf.test.TestCase):
             )
 
 
+class SummaryTest(tf.test.TestCase):
+    def reports(self):
+        rows = report.summarize(hand_made_predictions())
+        other = [{**r, "top1": r["top1"] / 2} for r in rows]
+        return {"a": {"rows": rows}, "b": {"rows": other}}
+
+    def test_markdown_puts_the_models_side_by_side(self):
+        lines = report.summary_markdown(self.reports()).splitlines()
+        self.assertLen(lines, len(EXPECTED) + 2)
+        self.assertEqual(
+            lines[0],
+            "| candidate / selector | a top-1 % | a top-5 % | a CR | "
+            "b top-1 % | b top-5 % | b CR |",
+        )
+        self.assertEqual(
+            lines[2],
+            "| original | 66.67 | 100.00 | 1.00 | 33.33 | 100.00 | 1.00 |",
+        )
+
+    def test_csv_has_a_row_per_model_and_table_row_recorded_in_the_run(self):
+        root = os.path.join(self.create_tempdir().full_path, "run")
+        reports = self.reports()
+        with rundir.RunDir.open(root, "test", Settings()) as run:
+            report.write_summary(run, reports)
+        with open(os.path.join(root, report.SUMMARY_CSV), newline="") as f:
+            table = list(csv.DictReader(f))
+        want = [
+            {"model": m, **r} for m, x in reports.items() for r in x["rows"]
+        ]
+        self.assertEqual(
+            [(r["model"], r["name"]) for r in table],
+            [(r["model"], r["name"]) for r in want],
+        )
+        for got, row in zip(table, want, strict=True):
+            for key in METRICS:
+                self.assertEqual(float(got[key]), row[key])
+        with open(os.path.join(root, report.SUMMARY_MARKDOWN)) as f:
+            self.assertEqual(f.read(), report.summary_markdown(reports) + "\n")
+        with rundir.RunDir.open(root, "test", Settings()):
+            self.assertNotIn(report.SUMMARY_CSV, os.listdir(root))
+
+
 def curve_rows():
     """A README-like table: QF 100 is larger than the original (CR < 1)."""
     crs = {"original": 1.0, "qf100": 0.73, "qf90": 1.8, "qf50": 4.5}

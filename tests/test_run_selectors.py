@@ -71,7 +71,9 @@ class RunSelectorsScriptTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("| hrs |", result.stdout)
 
-        p = evaluate.Predictions.load(os.path.join(workdir, "predictions.npz"))
+        # One model has its folder too, named after the model file.
+        outputs = os.path.join(workdir, "tiny")
+        p = evaluate.Predictions.load(os.path.join(outputs, "predictions.npz"))
         self.assertEqual(p.ranks.shape, (8, 11))
         self.assertEqual(p.topk.shape, (8, 11, 5))
         self.assertAllEqual(p.qualities, (0, *QUALITIES))
@@ -88,7 +90,7 @@ class RunSelectorsScriptTest(tf.test.TestCase):
         # rank == 1 iff the top-1 class is the label.
         self.assertAllEqual(p.ranks == 1, p.topk[:, :, 0] == p.labels[:, None])
 
-        with open(os.path.join(workdir, "report.json")) as f:
+        with open(os.path.join(outputs, "report.json")) as f:
             saved = json.load(f)
         self.assertEqual(saved["n_images"], 8)
         self.assertEqual(saved["n_errors"], 0)
@@ -107,17 +109,21 @@ class RunSelectorsScriptTest(tf.test.TestCase):
             }
             for key, want in expected.items():
                 self.assertAlmostEqual(row[key], want, 9, (row["name"], key))
-        with open(os.path.join(workdir, "report.csv"), newline="") as f:
+        with open(os.path.join(outputs, "report.csv"), newline="") as f:
             table = list(csv.DictReader(f))
         self.assertEqual([r["name"] for r in table], ROWS)
         self.assertGreater(
-            os.path.getsize(os.path.join(workdir, "accuracy_vs_cr.png")), 0
+            os.path.getsize(os.path.join(outputs, "accuracy_vs_cr.png")), 0
         )
+        with open(os.path.join(workdir, "summary.csv"), newline="") as f:
+            summary = list(csv.DictReader(f))
+        self.assertEqual([r["name"] for r in summary], ROWS)
+        self.assertEqual({r["model"] for r in summary}, {"tiny"})
 
         # The report is rebuilt from predictions.npz without the model.
-        os.remove(os.path.join(workdir, "report.json"))
+        os.remove(os.path.join(outputs, "report.json"))
         runner.rebuild_report(workdir, verbose=False)
-        with open(os.path.join(workdir, "report.json")) as f:
+        with open(os.path.join(outputs, "report.json")) as f:
             self.assertEqual(json.load(f), saved)
 
 
@@ -173,6 +179,15 @@ class UsageErrorTest(tf.test.TestCase):
             (
                 "cannot load",
                 self.config("efficientnet_lite0", wrong_weights),
+            ),
+            ("empty name in the list", self.config(f"{self.model},")),
+            (
+                "list each model once",
+                self.config(f"{self.model},{self.model}"),
+            ),
+            (
+                "cannot be the weights of several models",
+                self.config("resnet50v2,efficientnet_lite0", wrong_weights),
             ),
         ]
         for message, config in cases:
@@ -233,10 +248,10 @@ class UsageErrorTest(tf.test.TestCase):
     def test_report_only_needs_no_model_file(self):
         workdir = self.workdir()
         runner.run(self.config(qualities=(50,)), workdir, verbose=False)
-        os.remove(os.path.join(workdir, "report.json"))
+        os.remove(os.path.join(workdir, "tiny", "report.json"))
         os.remove(self.model)
         result = runner.rebuild_report(workdir, verbose=False)
-        self.assertEqual(result["n_images"], 2)
+        self.assertEqual(result["tiny"]["n_images"], 2)
 
     def test_bad_workdirs(self):
         a_file = self.create_tempfile().full_path
@@ -262,3 +277,80 @@ class UsageErrorTest(tf.test.TestCase):
             "did not write", runner.run, self.config(), mine, False, False
         )
         self.assertEqual(os.listdir(mine), ["thesis.tex"])
+
+
+class SeveralModelsTest(tf.test.TestCase):
+    """`--model=a,b`: one JPEG stage, each model its own size and outputs."""
+
+    def setUp(self):
+        super().setUp()
+        self.data = self.create_tempdir().full_path
+        testing_utils.write_image_folder(self.data, [0, 1, 2])
+        folder = self.create_tempdir().full_path
+        self.models = []
+        # Two input sizes: each model crops and resizes on its own.
+        for name, size, seed in (("small", 16, 0), ("large", 24, 1)):
+            made = testing_utils.tiny_model_file(
+                self.create_tempdir().full_path, image_size=size, seed=seed
+            )
+            path = os.path.join(folder, f"{name}.keras")
+            os.rename(made, path)
+            self.models.append(path)
+
+    def config(self, model_files):
+        return runner.Config(
+            model=models.ModelConfig(",".join(model_files), None),
+            data=datasets.DataConfig(self.data),
+            batch_size=2,
+            qualities=(90, 10),
+            shard_size=2,
+        )
+
+    def workdir(self):
+        return os.path.join(self.create_tempdir().full_path, "run")
+
+    def test_one_pass_gives_exactly_the_predictions_of_separate_runs(self):
+        together = self.workdir()
+        reports = runner.run(self.config(self.models), together, verbose=False)
+        self.assertEqual(list(reports), ["small", "large"])
+        for name, model in zip(reports, self.models, strict=True):
+            alone = self.workdir()
+            alone_reports = runner.run(
+                self.config([model]), alone, verbose=False
+            )
+            self.assertEqual(alone_reports[name], reports[name])
+            want, got = (
+                evaluate.Predictions.load(
+                    os.path.join(workdir, name, "predictions.npz")
+                )
+                for workdir in (alone, together)
+            )
+            for field, array in want.to_arrays().items():
+                self.assertAllEqual(getattr(got, field), array, msg=field)
+
+        with open(os.path.join(together, "summary.csv"), newline="") as f:
+            summary = list(csv.DictReader(f))
+        rows = ["original", "qf90", "qf10", *ROWS[11:]]
+        self.assertEqual([r["name"] for r in summary], rows + rows)
+        self.assertEqual(
+            [r["model"] for r in summary],
+            ["small"] * len(rows) + ["large"] * len(rows),
+        )
+        with open(os.path.join(together, "summary.md")) as f:
+            header = f.readline()
+        self.assertIn("| small top-1 % |", header)
+        self.assertIn("| large CR |", header)
+
+        rebuilt = runner.rebuild_report(together, verbose=False)
+        self.assertEqual(rebuilt, reports)
+
+    def test_resume_with_another_model_list_is_refused(self):
+        workdir = self.workdir()
+        runner.run(self.config(self.models), workdir, verbose=False)
+        for changed in (self.models[:1], self.models[::-1]):
+            with self.assertRaisesRegex(
+                ValueError, r"other settings \(model.name\)"
+            ):
+                runner.run(
+                    self.config(changed), workdir, resume=True, verbose=False
+                )
