@@ -371,7 +371,11 @@ def predict_models(
         num_examples, "image", "evaluating", verbose=verbose
     )
     shards = (
-        run.map_shards("predictions", num_examples, shard_size, compute, bar)
+        # Named for the per-model layout ([N, M, V] arrays): shards of the
+        # earlier one-model layout in an old workdir are computed again.
+        run.map_shards(
+            "model_predictions", num_examples, shard_size, compute, bar
+        )
         if run is not None
         else _in_memory_shards(num_examples, shard_size, compute, bar)
     )

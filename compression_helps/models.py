@@ -275,7 +275,8 @@ class ModelConfig:
     """Which classifier a job uses; part of every job's config.
 
     Attributes:
-      name: one of `REGISTRY`, or a `.keras` / `.h5` model file.
+      name: one of `REGISTRY`, or a `.keras` / `.h5` model file
+        (run_selectors: several, comma-separated, in one pass).
       weights: "imagenet", a weights file, or None for random weights
         (tests only).
       image_size: model input side; None: the model's own.
