@@ -586,8 +586,9 @@ def train_and_evaluate(
                     run.path(checkpoint.METRICS_FILE),
                     summary["scores"],
                     tmp,
-                    f"{config.model.name}: {train_part.description} -> "
-                    f"{held_out_part.description}",
+                    # Counts, not paths: the plot is shown to others.
+                    f"{config.model.name}: {results['num_train']} training, "
+                    f"{results['num_eval']} held-out images",
                 )
     logging.info(
         "Held-out images: %d; exported head: %s\n%s",
