@@ -18,7 +18,7 @@ setuptools.setup(
     # through importlib.resources, from a folder on disk: not zipped.
     package_data={
         "compression_helps": ["data/*.tsv"],
-        "deepn_jpeg.qtables": ["*.json"],
+        "deepn_jpeg.jpeg.qtables": ["*.json"],
     },
     zip_safe=False,
     install_requires=[

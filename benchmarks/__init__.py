@@ -5,7 +5,7 @@ TensorFlow's native log noise (`compression_helps.quiet`);
 `TF_CPP_MIN_LOG_LEVEL` set in the environment shows it.
 """
 
-from compression_helps import quiet
+from compression_helps.core import quiet
 
 if quiet.is_script_run(__name__):
     quiet.quiet_native_logs()

@@ -28,7 +28,12 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from compression_helps import datasets, efficientnet_lite, models
+from compression_helps.models import (
+    efficientnet_lite,
+    efficientnet_weights,
+    registry,
+)
+from compression_helps.sources import folders
 
 _DATA = flags.DEFINE_string(
     "data",
@@ -61,14 +66,14 @@ def _resize(image_uint8, policy, method, image_size):
         )
         return tf.clip_by_value(resized, 0.0, 255.0)
     fraction = float(policy.split()[1])
-    return models.center_crop_and_resize(
+    return registry.center_crop_and_resize(
         image_uint8, image_size, fraction, method
     )
 
 
 def main(argv):
     del argv
-    examples = datasets.folder_examples(_DATA.value)
+    examples = folders.folder_examples(_DATA.value)
     examples = [(p, label) for p, label in examples if label >= 0]
     if _LIMIT.value:
         examples = examples[: _LIMIT.value]
@@ -79,7 +84,8 @@ def main(argv):
         )
         for path, _ in examples
     ]
-    model = efficientnet_lite.build_efficientnet_lite0("imagenet")
+    model = efficientnet_lite.build_efficientnet_lite()
+    efficientnet_weights.load_imagenet_weights(model)
     size = efficientnet_lite.IMAGE_SIZE
     print(f"{len(examples)} images from {_DATA.value}\n")
     print("| normalisation | resize | interpolation | top-1 % | top-5 % |")

@@ -46,13 +46,9 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image
 
-from compression_helps import (
-    candidate_store,
-    candidates,
-    datasets,
-    evaluate,
-    models,
-)
+from compression_helps.engine import candidate_store, candidates, evaluate
+from compression_helps.models import registry
+from compression_helps.sources import datasets, folders
 
 _DATA = flags.DEFINE_string(
     "data", "", "Folder of real JPEGs (default: the ImageNet sample images)."
@@ -147,11 +143,14 @@ def _peak_rss_mib(folder: str, n: int, weights: str | None) -> float:
     # As a job evaluates: finished shards go to a run directory.
     code = (
         "import dataclasses, resource\n"
-        "from compression_helps import datasets, evaluate, models, rundir\n"
+        "from compression_helps.core import rundir\n"
+        "from compression_helps.engine import evaluate\n"
+        "from compression_helps.models import registry\n"
+        "from compression_helps.sources import datasets\n"
         "@dataclasses.dataclass(frozen=True)\n"
         "class Settings:\n"
         "    num_images: int\n"
-        f"c = models.load_classifier({_MODEL.value!r}, {weights!r})\n"
+        f"c = registry.load_classifier({_MODEL.value!r}, {weights!r})\n"
         f"s = datasets.load({folder!r}, limit={n})\n"
         f"with rundir.RunDir.open({workdir!r}, 'benchmark', Settings({n}), "
         "data=s.fingerprint) as run:\n"
@@ -286,9 +285,9 @@ def _store_and_threads(classifier, source, data_config, batch) -> None:
 
 def main(argv):
     del argv
-    data = _DATA.value or datasets.sample_images_dir()
+    data = _DATA.value or folders.sample_images_dir()
     weights = None if _WEIGHTS.value == "none" else _WEIGHTS.value
-    classifier = models.load_classifier(_MODEL.value, weights)
+    classifier = registry.load_classifier(_MODEL.value, weights)
     data_config = datasets.DataConfig(data, limit=_NUM_IMAGES.value).resolved()
     source = data_config.load()
     n = source.num_examples
@@ -305,8 +304,8 @@ def main(argv):
     )
     pixels, seconds = _timed(lambda: [b["pixels"] for b in batches])
     jpeg_tf = n / seconds
-    paths = [p for p, _ in datasets.folder_examples(data)[:n]]
-    spec = models.REGISTRY[_MODEL.value]()
+    paths = [p for p, _ in folders.folder_examples(data)[:n]]
+    spec = registry.REGISTRY[_MODEL.value]()
     jobs = [(p, classifier.image_size, spec.crop_fraction) for p in paths]
     with concurrent.futures.ProcessPoolExecutor(_WORKERS.value) as pool:
         list(pool.map(_pillow_candidates, jobs[:4]))  # Warm up the pool.
@@ -342,14 +341,14 @@ def main(argv):
     )
     print(f"ratio jpeg_stage tf.data/pillow = {jpeg_tf / jpeg_pillow:.2f}")
 
-    second = models.load_classifier(_SECOND_MODEL.value, weights)
+    second = registry.load_classifier(_SECOND_MODEL.value, weights)
     _two_models([classifier, second], source, warm_up_source, batch)
     _store_and_threads(classifier, source, data_config, batch)
 
     if _MEMORY.value:
         # 1000 images from the folder, repeated under new names if needed.
         with tempfile.TemporaryDirectory() as folder:
-            files = datasets.folder_examples(data)
+            files = folders.folder_examples(data)
             for i in range(1000):
                 path, _ = files[i % len(files)]
                 wnid = os.path.basename(path).split("_")[0]

@@ -8,7 +8,7 @@ set in the environment, shows it all.
 
 from absl import flags
 
-from compression_helps import quiet
+from compression_helps.core import quiet
 
 _VERBOSE = flags.DEFINE_bool(
     "verbose",

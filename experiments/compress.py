@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import compress
+from compression_helps.compress import compress
 from experiments import common
 
 _CONFIG = common.define_config_flags(compress.Config)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import crossfit
+from deepn_jpeg.jobs import crossfit
 from experiments import common
 
 _CONFIG = common.define_config_flags(crossfit.Config)

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import design, tables
+from deepn_jpeg.jobs import design
+from deepn_jpeg.jpeg import tables
 from experiments import common
 
 SMOKE_LIMIT = 8

@@ -58,7 +58,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import rate_accuracy
+from deepn_jpeg.jobs import rate_accuracy
 from experiments import common
 
 # No default tables: --tables must be given.

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import serving
+from compression_helps.multi_input import serving
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string(

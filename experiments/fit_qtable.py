@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import fit
+from deepn_jpeg.jobs import fit
 from experiments import common
 
 # The search sees only the "fit" half of the split: no --split flag.

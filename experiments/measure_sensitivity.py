@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import sensitivity
+from deepn_jpeg.jobs import sensitivity
 from experiments import common
 
 SMOKE_LIMIT = 8

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import runner
+from compression_helps.selection import runner
 from experiments import common
 
 _CONFIG = common.define_config_flags(runner.Config)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from deepn_jpeg import ship
+from deepn_jpeg.jobs import ship
 from experiments import common
 
 _CONFIG = common.define_config_flags(ship.Config)

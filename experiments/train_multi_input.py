@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from compression_helps import train
+from compression_helps.multi_input import train
 from experiments import common
 
 # Training holds images out by its own rule (--num_eval, --eval_fraction).

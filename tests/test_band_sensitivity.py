@@ -8,8 +8,10 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from compression_helps import files, models
-from deepn_jpeg import band_sensitivity, dct_pixels, tables
+from compression_helps.core import files
+from compression_helps.models import registry
+from deepn_jpeg.analysis import band_sensitivity, dct_pixels
+from deepn_jpeg.jpeg import tables
 from tests import testing_utils
 
 # Orthonormal DCT-II matrix, [frequency, sample].
@@ -50,7 +52,7 @@ def band_classifier(band, size=16, seed=0):
     )(inputs)
     x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 64.0)(x))
     outputs = keras.layers.Dense(1000, activation="softmax")(x)
-    return models.Classifier(
+    return registry.Classifier(
         "band",
         keras.Model(inputs, outputs),
         size,

@@ -4,7 +4,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from deepn_jpeg import bootstrap, comparison
+from deepn_jpeg.analysis import bootstrap, comparison
 from tests import testing_utils
 
 

@@ -4,14 +4,15 @@ from unittest import mock
 
 import tensorflow as tf
 
-from compression_helps import (
+from compression_helps.engine import (
     candidate_store,
     candidates,
-    datasets,
     evaluate,
-    models,
-    runner,
+    ranking,
 )
+from compression_helps.models import registry
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 QUALITIES = (90, 10)
@@ -28,7 +29,7 @@ class StoreTest(tf.test.TestCase):
         self.config = datasets.DataConfig(self.data).resolved()
         self.source = self.config.load()
         self.codecs = candidates.as_codecs(QUALITIES)
-        self.classifier = models.load_classifier(
+        self.classifier = registry.load_classifier(
             testing_utils.tiny_model_file(self.create_tempdir().full_path)
         )
 
@@ -170,15 +171,15 @@ class RunSelectorsWithStoreTest(tf.test.TestCase):
         def run(candidates_dir):
             workdir = os.path.join(self.create_tempdir().full_path, "run")
             config = runner.Config(
-                model=models.ModelConfig(model, None),
+                model=registry.ModelConfig(model, None),
                 data=datasets.DataConfig(data),
                 batch_size=2,
                 qualities=QUALITIES,
                 candidates=candidates_dir,
             )
             runner.run(config, workdir, verbose=False)
-            path = os.path.join(workdir, "tiny", evaluate.PREDICTIONS_FILE)
-            return evaluate.Predictions.load(path)
+            path = os.path.join(workdir, "tiny", ranking.PREDICTIONS_FILE)
+            return ranking.Predictions.load(path)
 
         want = run(None)
         first = run(store)

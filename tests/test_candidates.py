@@ -4,14 +4,15 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import candidates, models
+from compression_helps.engine import candidates
+from compression_helps.models import registry
 from tests import testing_utils
 
 QUALITIES = (90, 50, 10)
 
 
 def resize(image):
-    return models.center_crop_and_resize(image, 16)
+    return registry.center_crop_and_resize(image, 16)
 
 
 def in_dataset(fn, *args):
@@ -84,7 +85,7 @@ class CandidatesTest(tf.test.TestCase, parameterized.TestCase):
         example = {"id": "x", "image_bytes": self.jpeg, "label": 3}
 
         def larger(image):
-            return models.center_crop_and_resize(image, 24, method="bicubic")
+            return registry.center_crop_and_resize(image, 24, method="bicubic")
 
         both = candidates.make_candidates(example, (resize, larger), QUALITIES)
         for i, one in enumerate((resize, larger)):

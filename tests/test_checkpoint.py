@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import checkpoint
+from compression_helps.multi_input import checkpoint
 
 
 class _Interrupted(Exception):

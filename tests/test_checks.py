@@ -1,7 +1,9 @@
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import checks, datasets, models
+from compression_helps.core import checks
+from compression_helps.models import registry
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 
@@ -59,26 +61,26 @@ class ConfigChecksTest(tf.test.TestCase, parameterized.TestCase):
     def test_bad_data_settings(self, changes, message):
         # No folder is read: "/nowhere" is not an error here.
         with self.assertRaisesRegex(ValueError, message):
-            checks.data(datasets.DataConfig("/nowhere", **changes))
+            datasets.DataConfig("/nowhere", **changes).check()
 
     def test_good_data_settings_read_nothing(self):
-        checks.data(datasets.DataConfig("/nowhere", limit=1, split="fit"))
+        datasets.DataConfig("/nowhere", limit=1, split="fit").check()
 
     def test_bad_model_settings(self):
         model_file = testing_utils.tiny_model_file(
             self.create_tempdir().full_path
         )
-        models.ModelConfig(model_file, None).check()
-        models.ModelConfig("resnet50v2", None, 32).check()
+        registry.ModelConfig(model_file, None).check()
+        registry.ModelConfig("resnet50v2", None, 32).check()
         cases = [
-            (models.ModelConfig("nope"), "unknown model 'nope'"),
-            (models.ModelConfig("/nowhere/m.keras"), "model file not found"),
+            (registry.ModelConfig("nope"), "unknown model 'nope'"),
+            (registry.ModelConfig("/nowhere/m.keras"), "model file not found"),
             (
-                models.ModelConfig("resnet50v2", "/nowhere/w.h5"),
+                registry.ModelConfig("resnet50v2", "/nowhere/w.h5"),
                 "/nowhere/w.h5: weights file not found",
             ),
             (
-                models.ModelConfig("resnet50v2", None, 0),
+                registry.ModelConfig("resnet50v2", None, 0),
                 "image_size must be >= 1",
             ),
         ]

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image, JpegImagePlugin
 
-from deepn_jpeg import codec, tables, tables_io
+from deepn_jpeg.jpeg import codec, tables, tables_io
 from tests import testing_utils
 
 # Pillow's get_sampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0.

@@ -3,7 +3,9 @@ import dataclasses
 import tensorflow as tf
 from absl import flags
 
-from compression_helps import datasets, models, runner
+from compression_helps.models import registry
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
 from experiments import common
 
 
@@ -131,6 +133,6 @@ class ConfigFlagsTest(tf.test.TestCase):
             ["--model=resnet50v2", "--weights=none", "--data=d", "--limit=3"],
         )
         self.assertEqual(
-            config.model, models.ModelConfig("resnet50v2", None, None)
+            config.model, registry.ModelConfig("resnet50v2", None, None)
         )
         self.assertEqual(config.data, datasets.DataConfig("d", limit=3))

@@ -4,8 +4,9 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import evaluate
-from deepn_jpeg import comparison, rate_accuracy
+from compression_helps.engine import ranking
+from deepn_jpeg.analysis import comparison
+from deepn_jpeg.jobs import rate_accuracy
 from tests import testing_utils
 
 
@@ -65,7 +66,7 @@ class CurvesTest(tf.test.TestCase):
         predictions = testing_utils.fake_predictions(
             ranks, np.ones([3, 2]), ["original", "jpeg"], [0, 50], probs
         )
-        accuracy = evaluate.accuracy(predictions, 1)
+        accuracy = ranking.accuracy(predictions, 1)
         self.assertAlmostEqual(accuracy["top1"], 100 / 3)
         self.assertAlmostEqual(accuracy["top5"], 200 / 3)
         # Rank 6 is outside the top 5: its probability counts as 0.

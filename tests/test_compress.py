@@ -13,15 +13,13 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image, JpegImagePlugin
 
-from compression_helps import (
-    candidates,
-    compress,
-    compress_output,
-    datasets,
-    models,
-    runner,
-)
-from deepn_jpeg import codec, tables
+from compression_helps.compress import compress, output_folder
+from compression_helps.core import imagenet
+from compression_helps.engine import candidates
+from compression_helps.models import registry
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
+from deepn_jpeg.jpeg import codec, tables
 from tests import testing_utils
 
 QUALITIES = (90, 50, 10)
@@ -51,7 +49,7 @@ def _images(tree):
     return {
         k: v
         for k, v in tree.items()
-        if not k.startswith(compress_output.STATE_DIR + os.sep)
+        if not k.startswith(output_folder.STATE_DIR + os.sep)
     }
 
 
@@ -63,7 +61,7 @@ def _digests(folder):
 
 
 def _manifest(out):
-    path = os.path.join(out, compress_output.STATE_DIR, "manifest.csv")
+    path = os.path.join(out, output_folder.STATE_DIR, "manifest.csv")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -83,7 +81,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
         cls.model_dir = tempfile.mkdtemp()
         # Three possible answers: top-1 margins far above float noise.
         cls.model = testing_utils.tiny_model_file(cls.model_dir, num_classes=3)
-        cls.classifier = models.load_classifier(cls.model, None)
+        cls.classifier = registry.load_classifier(cls.model, None)
 
     @classmethod
     def tearDownClass(cls):
@@ -92,7 +90,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
 
     def config(self, data, **changes):
         config = compress.Config(
-            model=models.ModelConfig(self.model, None),
+            model=registry.ModelConfig(self.model, None),
             data=datasets.DataConfig(data),
             qualities=QUALITIES,
             batch_size=4,
@@ -182,7 +180,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
         full = self.create_tempdir().full_path
         compress.run(self.config(data), full, False, False)
         out = self.create_tempdir().full_path
-        real_write = compress_output.OutputFolder.write_file
+        real_write = output_folder.OutputFolder.write_file
         calls = []
 
         def write_then_die(folder, name, image_bytes):
@@ -192,7 +190,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
             real_write(folder, name, image_bytes)
 
         with mock.patch.object(
-            compress_output.OutputFolder, "write_file", write_then_die
+            output_folder.OutputFolder, "write_file", write_then_die
         ):
             with self.assertRaises(KeyboardInterrupt):
                 compress.run(self.config(data), out, False, False)
@@ -219,14 +217,14 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_a_users_file_where_an_output_goes_is_never_overwritten(self):
         out = self.create_tempdir().full_path
-        os.makedirs(os.path.join(out, compress_output.STATE_DIR))
+        os.makedirs(os.path.join(out, output_folder.STATE_DIR))
         with open(os.path.join(out, "new.jpg"), "wb") as f:
             f.write(b"mine")
-        folder = compress_output.OutputFolder(out)
+        folder = output_folder.OutputFolder(out)
         folder.claim(["a/b.jpg"])
         with self.assertRaisesRegex(ValueError, "new.jpg: exists and was not"):
             folder.claim(["c.jpg", "new.jpg"])
-        self.assertEqual(compress_output.OutputFolder(out).known, {"a/b.jpg"})
+        self.assertEqual(output_folder.OutputFolder(out).known, {"a/b.jpg"})
         folder.write_file("a/b.jpg", b"ours")
         folder.remove_all()
         self.assertEqual(_tree(out), {"new.jpg": b"mine"})
@@ -248,7 +246,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(_digests(data), before)
         self.assertEqual(summary["images"], len(NESTED))
         self.assertEqual(summary["skipped"], len(bad))
-        path = os.path.join(out, compress_output.STATE_DIR, "errors.jsonl")
+        path = os.path.join(out, output_folder.STATE_DIR, "errors.jsonl")
         with open(path) as f:
             errors = {e["id"]: e["reason"] for e in map(json.loads, f)}
         self.assertEqual(sorted(errors), sorted(bad))
@@ -302,7 +300,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(encoded, files[name])
             label = feature["image/class/label"].int64_list.value
             labels[name] = label[0] if label else None
-        wnids = datasets.wnids()
+        wnids = imagenet.wnids()
         self.assertEqual(
             labels,
             {
@@ -316,7 +314,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_ladder_names_and_subsampling(self):
         config = self.config("unused", subsamplings=("4:2:0", "4:4:4"))
-        codecs = compress.ladder(config)
+        codecs = compress.ladder_of(config)
         self.assertEqual(
             [c.name for c in codecs],
             ["qf90", "qf50", "qf10"] + [f"jpeg-444_q{q}" for q in QUALITIES],
@@ -341,7 +339,7 @@ class CompressTest(tf.test.TestCase, parameterized.TestCase):
             encoders=("libjpeg", "mozjpeg"),
             tables=(path,),
         )
-        codecs = compress.ladder(config)
+        codecs = compress.ladder_of(config)
         names = ["qf50", "jpeg@mozjpeg_q50", "mine_q50", "mine@mozjpeg_q50"]
         self.assertEqual([c.name for c in codecs], names)
         image = tf.constant(testing_utils.random_image(64, 64))

@@ -4,8 +4,11 @@ import os
 
 import tensorflow as tf
 
-from compression_helps import datasets, evaluate, models, splits
-from deepn_jpeg import crossfit, tables
+from compression_helps.engine import ranking
+from compression_helps.models import registry
+from compression_helps.sources import datasets
+from deepn_jpeg.jobs import crossfit
+from deepn_jpeg.jpeg import tables
 from tests import testing_utils
 
 
@@ -20,7 +23,7 @@ class CrossfitTest(tf.test.TestCase):
 
     def config(self, **kwargs):
         defaults = dict(
-            model=models.ModelConfig(self.model, weights=None),
+            model=registry.ModelConfig(self.model, weights=None),
             data=datasets.DataConfig(self.data, split_seed=5),
             folds=3,
             methods=("monotone", "sensitivity", "fit-sensitivity"),
@@ -38,7 +41,7 @@ class CrossfitTest(tf.test.TestCase):
         result = crossfit.run(self.config(), workdir, verbose=False)
         self.assertEqual(result["n_images"], 12)
         self.assertEqual(result["folds_done"], 3)
-        predictions = evaluate.Predictions.load(
+        predictions = ranking.Predictions.load(
             os.path.join(workdir, "predictions.npz")
         )
         all_ids = [
@@ -51,7 +54,7 @@ class CrossfitTest(tf.test.TestCase):
             root = os.path.join(workdir, f"fold{fold}")
             heldout = {
                 e["id"].decode()
-                for e in splits.split(
+                for e in datasets.split(
                     source, f"heldout:{fold}/3", 5
                 ).dataset.as_numpy_iterator()
             }
@@ -61,7 +64,7 @@ class CrossfitTest(tf.test.TestCase):
                 with open(os.path.join(root, step, "config.json")) as f:
                     split = json.load(f)["settings"]["data"]["split"]
                 self.assertEqual(split, f"fit:{fold}/3")
-            evaluated = evaluate.Predictions.load(
+            evaluated = ranking.Predictions.load(
                 os.path.join(root, "eval", "predictions.npz")
             )
             self.assertCountEqual(evaluated.ids.tolist(), heldout)

@@ -9,7 +9,11 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import checks, datasets, evaluate, models, runner
+from compression_helps.core import checks
+from compression_helps.engine import evaluate, ranking
+from compression_helps.models import registry
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 _WORKER = """
@@ -31,7 +35,7 @@ class DataServiceTest(tf.test.TestCase):
         with open(os.path.join(folder, "n01440764_bomb.JPEG"), "wb") as f:
             f.write(testing_utils.image_claiming("jpeg", 13000, 13000))
         model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
-        classifier = models.load_classifier(model)
+        classifier = registry.load_classifier(model)
         source = datasets.load(folder)
         kwargs = dict(codecs=(50,), batch_size=2, verbose=False)
         local, local_skipped = evaluate.predict(classifier, source, **kwargs)
@@ -58,7 +62,7 @@ class DataServiceTest(tf.test.TestCase):
         with open(os.path.join(folder, "n01440764_bad.JPEG"), "wb") as f:
             f.write(b"not a jpeg")
         model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
-        classifier = models.load_classifier(model)
+        classifier = registry.load_classifier(model)
         source = datasets.load(folder)
         kwargs = dict(
             codecs=(80, 30), batch_size=3, shard_size=5, verbose=False
@@ -74,7 +78,7 @@ class DataServiceTest(tf.test.TestCase):
 
         self.assertEqual(local_skipped, remote_skipped)
         self.assertLen(local_skipped, 1)
-        for field in dataclasses.fields(evaluate.Predictions):
+        for field in dataclasses.fields(ranking.Predictions):
             np.testing.assert_array_equal(
                 getattr(local, field.name),
                 getattr(remote, field.name),
@@ -129,7 +133,7 @@ class DispatcherCheckTest(tf.test.TestCase):
         sock = closed_port()
         model = testing_utils.tiny_model_file(self.create_tempdir().full_path)
         config = runner.Config(
-            model=models.ModelConfig(model),
+            model=registry.ModelConfig(model),
             data=datasets.DataConfig("/nowhere"),
             data_service=f"localhost:{sock.getsockname()[1]}",
         )

@@ -9,7 +9,8 @@ import zipfile
 
 import tensorflow as tf
 
-from compression_helps import datasets, rundir, splits
+from compression_helps.core import imagenet, rundir
+from compression_helps.sources import datasets, folders
 from tests import testing_utils
 
 BOMB_REASON = (
@@ -20,7 +21,7 @@ BOMB_REASON = (
 
 class ClassIndexTest(tf.test.TestCase):
     def test_index_is_sorted_wnid_order(self):
-        wnids = datasets.wnids()
+        wnids = imagenet.wnids()
         self.assertLen(wnids, 1000)
         self.assertEqual(list(wnids), sorted(wnids))
         self.assertEqual(wnids[0], "n01440764")
@@ -42,7 +43,7 @@ class FolderTest(tf.test.TestCase):
                 f.write(image)
         with open(os.path.join(root, "notes.txt"), "w") as f:
             f.write("not an image")
-        examples = datasets.folder_examples(root)
+        examples = folders.folder_examples(root)
         got = {os.path.relpath(p, root): label for p, label in examples}
         self.assertEqual(got, files)
 
@@ -81,7 +82,7 @@ class GuardedFolderTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         self.root = self.create_tempdir().full_path
-        wnids = datasets.wnids()
+        wnids = imagenet.wnids()
         self.good = testing_utils.jpeg_bytes(testing_utils.random_image())
         self.names = {
             "good": f"{wnids[0]}_good.JPEG",
@@ -180,16 +181,16 @@ class GuardedFolderTest(tf.test.TestCase):
             "unreadable file: /nowhere/at/all; No such file or directory",
         )
         # A split's examples are renumbered: its ids are its own.
-        fit = splits.split(source, "fit")
+        fit = datasets.split(source, "fit")
         first = next(fit.dataset.as_numpy_iterator())["id"].decode()
         self.assertEqual(fit.id_of(0), first)
 
     def test_name_that_is_not_utf8_is_read_and_shown_escaped(self):
-        name = datasets.wnids()[5].encode() + b"_caf\xe9.JPEG"
+        name = imagenet.wnids()[5].encode() + b"_caf\xe9.JPEG"
         with open(os.path.join(os.fsencode(self.root), name), "wb") as f:
             f.write(self.good)
         source = datasets.load(self.root)
-        shown = f"{datasets.wnids()[5]}_caf\\xe9.JPEG"
+        shown = f"{imagenet.wnids()[5]}_caf\\xe9.JPEG"
         self.assertIn(shown, list(source.known_ids))
         example = self.examples(source)[shown]
         self.assertEqual(example["image_bytes"], self.good)
@@ -223,7 +224,7 @@ class FingerprintTest(tf.test.TestCase):
         with open(os.path.join(self.root, "notes.txt"), "w") as f:
             f.write("not an image, not read")
         self.assertEqual(self.fingerprint(), self.before)
-        self.assertEqual(splits.split(source, "fit").fingerprint, self.before)
+        self.assertEqual(datasets.split(source, "fit").fingerprint, self.before)
 
     def test_added_file_changes_it(self):
         testing_utils.write_image_folder(self.root, [6], seed=9)
@@ -261,7 +262,7 @@ class DataConfigTest(tf.test.TestCase):
         self.assertEqual(source.num_examples, 4)
         self.assertIn("heldout half, seed 0", source.description)
         whole = datasets.load(root, limit=8)
-        expected = splits.split(whole, "heldout", 0)
+        expected = datasets.split(whole, "heldout", 0)
         self.assertEqual(
             [e["id"] for e in source.dataset.as_numpy_iterator()],
             [e["id"] for e in expected.dataset.as_numpy_iterator()],
@@ -296,7 +297,7 @@ class SampleDownloadTest(tf.test.TestCase):
                 z.writestr(f"imagenet-sample-images-master/{wnid}.JPEG", image)
         cache = self.create_tempdir().full_path
         url = self.serve(served) + "/master.zip"
-        folder = datasets.sample_images_dir(url, cache_dir=cache)
+        folder = folders.sample_images_dir(url, cache_dir=cache)
         source = datasets.load(folder)
         self.assertEqual(source.num_examples, 2)
         labels = [int(e["label"]) for e in source.dataset.as_numpy_iterator()]
@@ -304,13 +305,13 @@ class SampleDownloadTest(tf.test.TestCase):
         # Cached: a second call needs no server.
         os.remove(os.path.join(served, "master.zip"))
         self.assertEqual(
-            datasets.sample_images_dir(url, cache_dir=cache), folder
+            folders.sample_images_dir(url, cache_dir=cache), folder
         )
 
     def test_offline_says_how_to_point_data_at_a_folder(self):
         cache = self.create_tempdir().full_path
         with self.assertRaisesRegex(ConnectionError, "DATA=") as e:
-            datasets.sample_images_dir(
+            folders.sample_images_dir(
                 "http://127.0.0.1:9/nothing.zip", cache_dir=cache
             )
         self.assertNotIn("\n", str(e.exception))

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from deepn_jpeg import dct_pixels
+from deepn_jpeg.analysis import dct_pixels
 from tests import testing_utils
 
 

@@ -9,8 +9,11 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver, parameterized
 
-from compression_helps import datasets, files, rundir
-from deepn_jpeg import codec, design, report, statistics, tables
+from compression_helps.core import files, rundir
+from compression_helps.sources import datasets
+from deepn_jpeg.analysis import statistics
+from deepn_jpeg.jobs import design, report
+from deepn_jpeg.jpeg import codec, tables
 from experiments import design_qtable
 from tests import testing_utils
 

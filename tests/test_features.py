@@ -3,7 +3,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import datasets, features, models, multi_input
+from compression_helps.core import imagenet
+from compression_helps.models import registry
+from compression_helps.multi_input import features, network
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -12,12 +15,10 @@ QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
 class FeaturesTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
-        self.classifier = models.load_classifier(
+        self.classifier = registry.load_classifier(
             testing_utils.tiny_model_file(self.create_tempdir().full_path)
         )
-        self.model = multi_input.build_multi_input_model(
-            self.classifier, QUALITIES
-        )
+        self.model = network.build_multi_input_model(self.classifier, QUALITIES)
         folder = self.create_tempdir().full_path
         testing_utils.write_image_folder(folder, [0, 2, 4, 6, 8])
         self.source = datasets.load(folder)
@@ -44,15 +45,15 @@ class FeaturesTest(tf.test.TestCase):
         self.assertAllEqual(cached["index"], range(5))
         self.assertEqual(
             cached["ids"].tolist(),
-            [f"{datasets.wnids()[2 * i]}_{i}.JPEG" for i in range(5)],
+            [f"{imagenet.wnids()[2 * i]}_{i}.JPEG" for i in range(5)],
         )
         # A random head, so that every slice matters, then compare.
         head = self.model.get_layer("head")
-        multi_input.init_head(head, head_init="random", seed=0)
+        network.init_head(head, head_init="random", seed=0)
         full = np.concatenate(
             [
                 self.model.predict_on_batch(inputs)
-                for inputs, _ in multi_input.make_dataset(
+                for inputs, _ in network.make_dataset(
                     self.source.dataset, self.classifier.resize, QUALITIES, 2
                 )
             ]
@@ -99,7 +100,7 @@ class FeaturesTest(tf.test.TestCase):
             self.assertAllEqual(remote[name], local[name])
 
     def test_trainable_backbone_cannot_be_cached(self):
-        self.model = multi_input.build_multi_input_model(
+        self.model = network.build_multi_input_model(
             self.classifier, QUALITIES, trainable=True
         )
         with self.assertRaisesRegex(ValueError, "frozen"):

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import files
+from compression_helps.core import files
 
 
 def read(path):

@@ -6,17 +6,12 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, evaluate, in_memory, models
-from deepn_jpeg import (
-    codec,
-    families,
-    fit,
-    rate_accuracy,
-    report,
-    search,
-    statistics,
-    tables,
-)
+from compression_helps.engine import evaluate, in_memory, ranking
+from compression_helps.models import registry
+from compression_helps.sources import datasets
+from deepn_jpeg.analysis import families, search, statistics
+from deepn_jpeg.jobs import fit, rate_accuracy, report
+from deepn_jpeg.jpeg import codec, ladder, tables
 from tests import testing_utils
 
 
@@ -51,7 +46,7 @@ def ten_class_model(folder):
     """A random model whose ranks of labels 0-9 vary from image to image."""
     # Seed 1: a model whose top-1 on the fit half is neither 0 nor 100 %.
     path = testing_utils.tiny_model_file(folder, num_classes=10, seed=1)
-    return models.ModelConfig(path, weights=None)
+    return registry.ModelConfig(path, weights=None)
 
 
 class InMemoryImagesTest(tf.test.TestCase):
@@ -66,7 +61,7 @@ class InMemoryImagesTest(tf.test.TestCase):
         classifier = ten_class_model(self.create_tempdir().full_path).load()
         luma, chroma = tables.standard_qtables(50)
         codecs = [
-            rate_accuracy.table_codec("t", 50, luma * 2, chroma, "4:2:0"),
+            ladder.table_codec("t", 50, luma * 2, chroma, "4:2:0"),
             70,
         ]
 
@@ -88,9 +83,7 @@ class InMemoryImagesTest(tf.test.TestCase):
         self.assertAllEqual(images.sizes(codecs), want.sizes[:, 1:])
         alone = images.predict(codecs[:1], with_original=False)
         self.assertAllEqual(alone.ranks[:, 0], want.ranks[:, 1])
-        self.assertEqual(
-            evaluate.accuracy(alone, 0), evaluate.accuracy(want, 1)
-        )
+        self.assertEqual(ranking.accuracy(alone, 0), ranking.accuracy(want, 1))
 
 
 class RunTest(tf.test.TestCase, parameterized.TestCase):
@@ -276,14 +269,14 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             dict(data=datasets.DataConfig("x", limit=0)),
             "limit must",
         ),
-        ("model", dict(model=models.ModelConfig("nope")), "unknown model"),
+        ("model", dict(model=registry.ModelConfig("nope")), "unknown model"),
     )
     def test_bad_settings_fail_in_one_line_before_the_model(
         self, change, message
     ):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         with (
-            mock.patch.object(models.ModelConfig, "load") as load,
+            mock.patch.object(registry.ModelConfig, "load") as load,
             mock.patch.object(datasets.DataConfig, "load") as read,
         ):
             with self.assertRaisesRegex(ValueError, message) as e:

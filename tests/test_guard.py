@@ -3,7 +3,7 @@ import os
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import guard
+from compression_helps.sources import guard
 from tests import testing_utils
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import head_report
+from compression_helps.multi_input import head_report
 
 
 class AccuracyTest(tf.test.TestCase, parameterized.TestCase):

@@ -3,7 +3,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import heads, models, multi_input
+from compression_helps.models import registry
+from compression_helps.multi_input import heads, network
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -18,8 +19,8 @@ def backbone_probabilities(classifier, images_uint8):
 
 def classifier_and_heads(kinds=heads.HEADS, head_init="backbone"):
     keras.utils.set_random_seed(0)
-    classifier = models.load_classifier("efficientnet_lite0", None, SIZE)
-    extractor, dense = multi_input.split_classifier(classifier.model)
+    classifier = registry.load_classifier("efficientnet_lite0", None, SIZE)
+    extractor, dense = network.split_classifier(classifier.model)
     built = [
         heads.build(kind, 3, int(extractor.output.shape[-1]), dense, head_init)
         for kind in kinds
@@ -31,7 +32,7 @@ class StepZeroTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters(*heads.HEADS)
     def test_every_head_starts_at_the_backbone_on_the_original(self, kind):
         classifier, (head,) = classifier_and_heads([kind])
-        model = multi_input.build_multi_input_model(
+        model = network.build_multi_input_model(
             classifier, QUALITIES, head=head
         )
         # Every candidate different: only the original may matter at step 0.

@@ -23,24 +23,21 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import (
-    compress,
-    datasets,
-    files,
-    models,
-    rundir,
-    runner,
-    train,
-)
-from deepn_jpeg import (
+from compression_helps.compress import compress
+from compression_helps.core import files, imagenet, rundir
+from compression_helps.models import registry
+from compression_helps.multi_input import train
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
+from deepn_jpeg.jobs import (
     crossfit,
     design,
     fit,
     rate_accuracy,
     sensitivity,
     ship,
-    tables,
 )
+from deepn_jpeg.jpeg import tables
 from tests import testing_utils
 
 NUM_IMAGES = 8
@@ -90,7 +87,7 @@ class Job:
 
 def _run_selectors(fixture, workdir, resume=False, **changes):
     config = runner.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         batch_size=2,
         qualities=(90, 10),
@@ -103,7 +100,7 @@ def _run_selectors(fixture, workdir, resume=False, **changes):
 
 def _compress(fixture, workdir, resume=False, **changes):
     config = compress.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         qualities=(90, 10),
         verify=True,
@@ -127,7 +124,7 @@ def _design_qtable(fixture, workdir, resume=False, **changes):
 def _eval_deepn_jpeg(fixture, workdir, resume=False, **changes):
     config = rate_accuracy.Config(
         tables=fixture.tables,
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         batch_size=2,
         qualities=(50, 20),
@@ -141,7 +138,7 @@ def _eval_deepn_jpeg(fixture, workdir, resume=False, **changes):
 
 def _fit_qtable(fixture, workdir, resume=False, **changes):
     config = fit.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data, split="fit"),
         families=("standard",),
         budget_qualities=(50,),
@@ -155,7 +152,7 @@ def _fit_qtable(fixture, workdir, resume=False, **changes):
 
 def _measure_sensitivity(fixture, workdir, resume=False, **changes):
     config = sensitivity.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         batch_size=2,
         shard_size=2,
@@ -167,7 +164,7 @@ def _measure_sensitivity(fixture, workdir, resume=False, **changes):
 
 def _crossfit_deepn_jpeg(fixture, workdir, resume=False, **changes):
     config = crossfit.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         methods=("monotone", "fit-standard"),
         encoders=("libjpeg",),
@@ -186,7 +183,7 @@ def _crossfit_deepn_jpeg(fixture, workdir, resume=False, **changes):
 
 def _ship_qtables(fixture, workdir, resume=False, **changes):
     config = ship.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         method="fit-standard",
         name="mine",
@@ -201,7 +198,7 @@ def _ship_qtables(fixture, workdir, resume=False, **changes):
 
 def _train_multi_input(fixture, workdir, resume=False, **changes):
     config = train.Config(
-        model=models.ModelConfig(fixture.model, None),
+        model=registry.ModelConfig(fixture.model, None),
         data=datasets.DataConfig(fixture.data),
         qualities=(90, 10),
         num_eval=2,
@@ -246,8 +243,8 @@ JOBS = (
         (
             ".compress/manifest.csv",
             ".compress/summary.json",
-            f"{datasets.wnids()[0]}_0.jpg",
-            f"{datasets.wnids()[NUM_IMAGES - 1]}_{NUM_IMAGES - 1}.jpg",
+            f"{imagenet.wnids()[0]}_0.jpg",
+            f"{imagenet.wnids()[NUM_IMAGES - 1]}_{NUM_IMAGES - 1}.jpg",
         ),
         lambda f: f.model,
         progress=".compress/shards",

@@ -1,6 +1,6 @@
 import numpy as np
 
-from compression_helps import metrics
+from compression_helps.engine import metrics
 
 
 def test_compression_ratio_hand_computed():

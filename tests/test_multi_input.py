@@ -5,7 +5,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import candidates, datasets, models, multi_input
+from compression_helps.engine import candidates
+from compression_helps.models import registry
+from compression_helps.multi_input import network
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -54,14 +57,14 @@ def image_folder(test, num_images=6):
 class InputNamesTest(tf.test.TestCase):
     def test_original_then_one_input_per_quality(self):
         self.assertEqual(
-            multi_input.input_names(),
+            network.input_names(),
             ("original",) + tuple(f"qf{q}" for q in candidates.QUALITIES),
         )
-        self.assertEqual(multi_input.input_names(QUALITIES), NAMES)
+        self.assertEqual(network.input_names(QUALITIES), NAMES)
 
     def test_repeated_quality_raises(self):
         with self.assertRaises(ValueError):
-            multi_input.input_names((50, 50))
+            network.input_names((50, 50))
 
 
 class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
@@ -70,8 +73,8 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_matches_registry_preprocess_input(self, name):
         images = random_inputs(8, names=["x"])["x"]
-        layer = multi_input.Preprocess(name)
-        expected = models.REGISTRY[name]().preprocess_input(
+        layer = network.Preprocess(name)
+        expected = registry.REGISTRY[name]().preprocess_input(
             tf.cast(images, tf.float32)
         )
         got = layer(images)
@@ -81,11 +84,11 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_none_only_casts(self):
         images = random_inputs(4, names=["x"])["x"]
-        self.assertAllEqual(multi_input.Preprocess()(images), images)
+        self.assertAllEqual(network.Preprocess()(images), images)
 
     def test_output_shape(self):
         inputs = keras.Input((5, 7, 3), dtype="uint8")
-        outputs = multi_input.Preprocess("resnet50v2")(inputs)
+        outputs = network.Preprocess("resnet50v2")(inputs)
         self.assertEqual(outputs.shape, (None, 5, 7, 3))
         self.assertEqual(outputs.dtype, "float32")
 
@@ -94,16 +97,14 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
         pixels = tf.cast(pixels, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(pixels)
-            loss = tf.reduce_sum(multi_input.Preprocess("resnet50v2")(pixels))
+            loss = tf.reduce_sum(network.Preprocess("resnet50v2")(pixels))
         gradient = tape.gradient(loss, pixels)
         self.assertAllEqual(tf.math.is_finite(gradient), tf.ones_like(pixels))
         self.assertAllClose(gradient, tf.fill(pixels.shape, 1 / 127.5))
 
     def test_can_be_saved_within_functional_model(self):
         inputs = keras.Input((4, 4, 3), dtype="uint8")
-        model = keras.Model(
-            inputs, multi_input.Preprocess("resnet50v2")(inputs)
-        )
+        model = keras.Model(inputs, network.Preprocess("resnet50v2")(inputs))
         path = os.path.join(self.create_tempdir().full_path, "m.keras")
         model.save(path)
         loaded = keras.saving.load_model(path)
@@ -113,14 +114,14 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_unknown_model_raises(self):
         with self.assertRaisesRegex(ValueError, "unknown model"):
-            multi_input.Preprocess("alexnet")
+            network.Preprocess("alexnet")
 
 
 class SplitClassifierTest(tf.test.TestCase):
     def test_features_skip_the_dropout(self):
         path = tiny_classifier_file(self.create_tempdir().full_path)
         model = keras.saving.load_model(path)
-        extractor, dense = multi_input.split_classifier(model)
+        extractor, dense = network.split_classifier(model)
         self.assertIs(dense, model.layers[-1])
         self.assertEqual(extractor.output.shape, (None, 8))
         self.assertNotIn(
@@ -134,7 +135,7 @@ class SplitClassifierTest(tf.test.TestCase):
         inputs = keras.Input((4,))
         model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
         with self.assertRaisesRegex(ValueError, "softmax Dense"):
-            multi_input.split_classifier(model)
+            network.split_classifier(model)
 
 
 _BACKBONES = [
@@ -147,13 +148,13 @@ _BACKBONES = [
 class BuildTest(tf.test.TestCase, parameterized.TestCase):
     def _classifier(self, name, size):
         keras.utils.set_random_seed(0)
-        return models.load_classifier(name, None, size)
+        return registry.load_classifier(name, None, size)
 
     @parameterized.named_parameters(*_BACKBONES)
     def test_step_0_reproduces_the_backbone_on_the_original(self, name, size):
         classifier = self._classifier(name, size)
-        model = multi_input.build_multi_input_model(classifier)
-        names = multi_input.input_names()
+        model = network.build_multi_input_model(classifier)
+        names = network.input_names()
         self.assertLen(model.inputs, 11)
         for tensor, input_name in zip(model.inputs, names, strict=True):
             self.assertEqual(tensor.dtype, "uint8")
@@ -179,7 +180,7 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
             atol=1e-5,
             rtol=0,
         )
-        backbone = multi_input.backbone_alone(classifier)
+        backbone = network.backbone_alone(classifier)
         self.assertAllClose(
             backbone(inputs["original"], training=False),
             want,
@@ -190,10 +191,10 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
     def test_step_0_with_imagenet_weights_on_real_photos(self):
         if not testing_utils.has_samples():
             self.skipTest(testing_utils.SKIP_NO_SAMPLES)
-        classifier = models.load_classifier("efficientnet_lite0", "imagenet")
-        model = multi_input.build_multi_input_model(classifier)
+        classifier = registry.load_classifier("efficientnet_lite0", "imagenet")
+        model = network.build_multi_input_model(classifier)
         files = [tf.io.read_file(p) for p in testing_utils.sample_paths(4)]
-        dataset = multi_input.make_dataset(
+        dataset = network.make_dataset(
             tf.data.Dataset.from_tensor_slices(
                 {"image_bytes": tf.stack(files), "label": tf.zeros(4, tf.int32)}
             ),
@@ -210,7 +211,7 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_trainable_backbone(self):
         classifier = self._classifier("resnet50v2", 32)
-        model = multi_input.build_multi_input_model(
+        model = network.build_multi_input_model(
             classifier, QUALITIES, trainable=True
         )
         self.assertTrue(model.get_layer("backbone").trainable)
@@ -221,7 +222,7 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_random_head_differs_from_the_backbone(self):
         classifier = self._classifier("resnet50v2", 32)
-        model = multi_input.build_multi_input_model(
+        model = network.build_multi_input_model(
             classifier, QUALITIES, head_init="random", seed=1
         )
         kernel = model.get_layer("head").get_layer("classifier").kernel
@@ -235,7 +236,7 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
     def test_unknown_head_init_raises(self):
         classifier = self._classifier("resnet50v2", 32)
         with self.assertRaisesRegex(ValueError, "head_init"):
-            multi_input.build_multi_input_model(
+            network.build_multi_input_model(
                 classifier, QUALITIES, head_init="zeros"
             )
 
@@ -245,8 +246,8 @@ class HeadTest(tf.test.TestCase):
         dense = keras.layers.Dense(5, activation="softmax")
         dense.build((None, 4))
         dense.bias.assign(np.arange(5, dtype=np.float32))
-        head = multi_input.build_head(3, 4, 5)
-        multi_input.init_head(head, dense)
+        head = network.build_head(3, 4, 5)
+        network.init_head(head, dense)
         kernel = head.get_layer("classifier").kernel.numpy()
         self.assertAllEqual(kernel[:4], dense.kernel.numpy())
         self.assertAllEqual(kernel[4:], np.zeros((8, 5)))
@@ -256,14 +257,14 @@ class HeadTest(tf.test.TestCase):
         dense = keras.layers.Dense(6, activation="softmax")
         dense.build((None, 4))
         with self.assertRaisesRegex(ValueError, "does not fit"):
-            multi_input.init_head(multi_input.build_head(3, 4, 5), dense)
+            network.init_head(network.build_head(3, 4, 5), dense)
 
     def test_given_head_is_the_models_head(self):
-        classifier = models.load_classifier(
+        classifier = registry.load_classifier(
             tiny_classifier_file(self.create_tempdir().full_path)
         )
-        head = multi_input.build_head(3, 8, 1000)
-        model = multi_input.build_multi_input_model(
+        head = network.build_head(3, 8, 1000)
+        model = network.build_multi_input_model(
             classifier, QUALITIES, head=head
         )
         self.assertIs(model.get_layer("head"), head)
@@ -272,8 +273,8 @@ class HeadTest(tf.test.TestCase):
 class DataTest(tf.test.TestCase):
     def test_batches_of_named_uint8_inputs_and_labels(self):
         source = datasets.load(image_folder(self, 5))
-        resize = models.center_crop_and_resize
-        dataset = multi_input.make_dataset(
+        resize = registry.center_crop_and_resize
+        dataset = network.make_dataset(
             source.dataset,
             lambda image: resize(image, TINY_SIZE),
             QUALITIES,
@@ -301,11 +302,11 @@ class DataTest(tf.test.TestCase):
         pixels = random_inputs(4, batch=6, names=["p"])["p"].reshape(
             2, 3, 4, 4, 3
         )
-        eager = multi_input.to_inputs({"pixels": pixels}, NAMES)
+        eager = network.to_inputs({"pixels": pixels}, NAMES)
         mapped = next(
             iter(
                 tf.data.Dataset.from_tensors({"pixels": pixels}).map(
-                    lambda batch: multi_input.to_inputs(batch, NAMES)
+                    lambda batch: network.to_inputs(batch, NAMES)
                 )
             )
         )
@@ -317,9 +318,9 @@ class DataTest(tf.test.TestCase):
         source = datasets.load(image_folder(self, 6))
 
         def labels(seed):
-            dataset = multi_input.make_dataset(
+            dataset = network.make_dataset(
                 source.dataset,
-                lambda image: models.center_crop_and_resize(image, 8),
+                lambda image: registry.center_crop_and_resize(image, 8),
                 (50,),
                 batch_size=6,
                 training=True,
@@ -333,10 +334,10 @@ class DataTest(tf.test.TestCase):
 
 class OneStepTest(tf.test.TestCase):
     def test_one_step_trains_only_the_head(self):
-        classifier = models.load_classifier(
+        classifier = registry.load_classifier(
             tiny_classifier_file(self.create_tempdir().full_path)
         )
-        model = multi_input.build_multi_input_model(classifier, QUALITIES)
+        model = network.build_multi_input_model(classifier, QUALITIES)
         model.compile(
             optimizer=keras.optimizers.SGD(0.1),
             loss="sparse_categorical_crossentropy",
@@ -344,7 +345,7 @@ class OneStepTest(tf.test.TestCase):
         backbone = [w.numpy() for w in model.get_layer("backbone").weights]
         head = [w.numpy() for w in model.get_layer("head").weights]
         source = datasets.load(image_folder(self, 4))
-        dataset = multi_input.make_dataset(
+        dataset = network.make_dataset(
             source.dataset, classifier.resize, QUALITIES, batch_size=4
         )
         inputs, labels = next(iter(dataset))

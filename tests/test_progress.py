@@ -6,7 +6,10 @@ import re
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, evaluate, models, progress
+from compression_helps.core import progress
+from compression_helps.engine import evaluate
+from compression_helps.models import registry
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 # What a terminal understands and a log file shows as garbage.
@@ -138,7 +141,7 @@ class EvaluateProgressTest(tf.test.TestCase):
         folder = self.create_tempdir().full_path
         testing_utils.write_image_folder(folder, [1, 2, 3, 4, 5, 6])
         model_dir = self.create_tempdir().full_path
-        classifier = models.load_classifier(
+        classifier = registry.load_classifier(
             testing_utils.tiny_model_file(model_dir), weights="none"
         )
         output = io.StringIO()

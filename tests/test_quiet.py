@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image, ImageCms
 
-from compression_helps import datasets, quiet
+from compression_helps.core import imagenet, quiet
 from tests import testing_utils
 
 ONEDNN = (
@@ -52,7 +52,7 @@ def write_pngs_with_icc_profile(folder, labels):
     profile[84:100] = bytes(16)
     for i, label in enumerate(labels):
         image = Image.fromarray(testing_utils.random_image(seed=i))
-        path = os.path.join(folder, f"{datasets.wnids()[label]}_{i}.png")
+        path = os.path.join(folder, f"{imagenet.wnids()[label]}_{i}.png")
         image.save(path, icc_profile=bytes(profile))
 
 
@@ -116,7 +116,7 @@ class IsNoiseTest(tf.test.TestCase, parameterized.TestCase):
 
 _WRITES = """
     import os, sys
-    from compression_helps import quiet
+    from compression_helps.core import quiet
     print(quiet.quiet_native_logs(sys.argv), os.environ.get(
         "TF_CPP_MIN_LOG_LEVEL"), flush=True)
     os.write(2, b"%s\\n")
@@ -153,7 +153,7 @@ class QuietNativeLogsTest(tf.test.TestCase):
     def test_only_scripts_of_the_package_quiet_themselves(self):
         result = run_python(
             """
-            from compression_helps import quiet
+            from compression_helps.core import quiet
             print(quiet.is_script_run("experiments"))
             """
         )

@@ -8,15 +8,11 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
-from compression_helps import datasets, evaluate, models, splits
-from deepn_jpeg import (
-    codec,
-    rate_accuracy,
-    report,
-    tables,
-    tables_io,
-    tableset_files,
-)
+from compression_helps.engine import ranking
+from compression_helps.models import registry
+from compression_helps.sources import datasets
+from deepn_jpeg.jobs import rate_accuracy, report
+from deepn_jpeg.jpeg import codec, ladder, tables, tables_io, tableset_files
 from experiments import common
 from tests import testing_utils
 
@@ -44,7 +40,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     def config(self, **kwargs):
         defaults = dict(
             tables=self.design,
-            model=models.ModelConfig(self.model, weights=None),
+            model=registry.ModelConfig(self.model, weights=None),
             data=datasets.DataConfig(self.data, split="heldout", split_seed=3),
             qualities=(90, 50, 10),
             batch_size=2,
@@ -79,10 +75,10 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(jpeg["quality"], deepn["quality"])
             self.assertLess(deepn["bytes"], jpeg["bytes"])
         # Only the held-out half was evaluated.
-        predictions = evaluate.Predictions.load(
+        predictions = ranking.Predictions.load(
             os.path.join(workdir, "predictions.npz")
         )
-        heldout = splits.split(datasets.load(self.data), "heldout", 3)
+        heldout = datasets.split(datasets.load(self.data), "heldout", 3)
         self.assertAllEqual(
             predictions.ids,
             [e["id"].decode() for e in heldout.dataset.as_numpy_iterator()],
@@ -138,7 +134,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             dict(data=datasets.DataConfig("x", limit=0)),
             "limit must",
         ),
-        ("model", dict(model=models.ModelConfig("nope")), "unknown model"),
+        ("model", dict(model=registry.ModelConfig("nope")), "unknown model"),
         ("no_tables", dict(tables=()), "no tables given"),
         ("missing", dict(tables="/nonexistent/t"), "/nonexistent/t: no such"),
     )
@@ -147,7 +143,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     ):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         with (
-            mock.patch.object(models.ModelConfig, "load") as load,
+            mock.patch.object(registry.ModelConfig, "load") as load,
             mock.patch.object(datasets.DataConfig, "load") as read,
         ):
             with self.assertRaisesRegex((ValueError, OSError), message) as e:
@@ -175,7 +171,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             text = json.dumps(document)
         with open(self.tables_file, "w") as f:
             f.write(text)
-        with mock.patch.object(models.ModelConfig, "load") as load:
+        with mock.patch.object(registry.ModelConfig, "load") as load:
             with self.assertRaisesRegex(
                 ValueError,
                 f"^{self.tables_file}: not a valid tables file \\({problem}",
@@ -217,7 +213,7 @@ class EncodersTest(tf.test.TestCase):
     def test_two_encoders_name_their_curves_and_fixed_sets_keep_theirs(self):
         config = rate_accuracy.Config(
             tables=(self.design, "lite"),
-            model=models.ModelConfig(self.model, weights=None),
+            model=registry.ModelConfig(self.model, weights=None),
             data=datasets.DataConfig(self.data),
             qualities=(50, 10),
             encoders=("libjpeg", "mozjpeg"),
@@ -226,10 +222,7 @@ class EncodersTest(tf.test.TestCase):
             bootstrap=0,
         )
         workdir = self.create_tempdir().full_path
-        with mock.patch.object(
-            rate_accuracy, "table_codec", wraps=rate_accuracy.table_codec
-        ) as table_codec:
-            result = rate_accuracy.run(config, workdir, verbose=False)
+        result = rate_accuracy.run(config, workdir, verbose=False)
         self.assertCountEqual(
             result["curves"],
             [
@@ -239,9 +232,9 @@ class EncodersTest(tf.test.TestCase):
                 "paper",
                 "paper@mozjpeg",
                 # Only its own encoder, also for its diagnostics.
-                "lite@mozjpeg",
-                "lite-luma@mozjpeg",
-                "lite-chroma@mozjpeg",
+                "lite-444@mozjpeg",
+                "lite-luma-444@mozjpeg",
+                "lite-chroma-444@mozjpeg",
                 "jpeg-lumascale",
                 "jpeg-lumascale@mozjpeg",
                 "jpeg-chromascale",
@@ -249,12 +242,17 @@ class EncodersTest(tf.test.TestCase):
             ],
         )
         settings = {
-            c.args[0]: (c.args[4], c.args[5]) for c in table_codec.mock_calls
+            curve.name("4:2:0"): (curve.subsampling, curve.encoder)
+            for curve in rate_accuracy.curves(
+                rate_accuracy.check_config(config), config
+            )
         }
         self.assertEqual(settings["jpeg"], ("4:2:0", "libjpeg"))
         self.assertEqual(settings["paper@mozjpeg"], ("4:2:0", "mozjpeg"))
-        self.assertEqual(settings["lite@mozjpeg"], ("4:4:4", "mozjpeg"))
-        self.assertEqual(settings["lite-luma@mozjpeg"], ("4:4:4", "mozjpeg"))
+        self.assertEqual(settings["lite-444@mozjpeg"], ("4:4:4", "mozjpeg"))
+        self.assertEqual(
+            settings["lite-luma-444@mozjpeg"], ("4:4:4", "mozjpeg")
+        )
         # Same tables: the two encoders' curves have the same qualities.
         self.assertEqual(
             [p["quality"] for p in result["curves"]["jpeg@mozjpeg"]], [50, 10]
@@ -269,12 +267,8 @@ class EncodersTest(tf.test.TestCase):
             tables=self.design, qualities=(50,), encoders=("mozjpeg",)
         )
         tablesets = rate_accuracy.check_config(config)
-        with mock.patch.object(
-            rate_accuracy, "table_codec", wraps=rate_accuracy.table_codec
-        ) as table_codec:
-            rate_accuracy._codecs(tablesets, config)
         self.assertEqual(
-            [c.args[0] for c in table_codec.mock_calls],
+            [c.name("4:2:0") for c in rate_accuracy.curves(tablesets, config)],
             ["jpeg", "jpeg@mozjpeg", "paper@mozjpeg"],
         )
 
@@ -351,14 +345,14 @@ class TablesTest(tf.test.TestCase):
 
     def test_table_codec_names_its_curve_and_quality(self):
         luma, chroma = tables.standard_qtables(30)
-        table_codec = rate_accuracy.table_codec("paper", 30, luma, chroma)
+        table_codec = ladder.table_codec("paper", 30, luma, chroma)
         self.assertEqual(table_codec.name, "paper_q30")
         self.assertEqual(
             (table_codec.curve, table_codec.quality), ("paper", 30)
         )
         jpeg = table_codec.encode(testing_utils.random_image())
         self.assertEqual(jpeg.dtype, tf.string)
-        mozjpeg = rate_accuracy.table_codec(
+        mozjpeg = ladder.table_codec(
             "paper@mozjpeg", 30, luma, chroma, "4:4:4", "mozjpeg"
         )
         self.assertEqual(mozjpeg.name, "paper@mozjpeg_q30")
@@ -368,7 +362,7 @@ class TablesTest(tf.test.TestCase):
             codec.encode(image, luma, chroma, "4:4:4", encoder="mozjpeg"),
         )
         with self.assertRaisesRegex(ValueError, "encoder must be one of"):
-            rate_accuracy.table_codec("p", 30, luma, chroma, "4:2:0", "x")
+            ladder.table_codec("p", 30, luma, chroma, "4:2:0", "x")
 
 
 class ScriptTest(tf.test.TestCase):

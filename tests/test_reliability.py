@@ -12,16 +12,13 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from compression_helps import (
-    datasets,
-    evaluate,
-    features,
-    in_memory,
-    models,
-    multi_input,
-    runner,
-)
-from deepn_jpeg import statistics
+from compression_helps.core import imagenet
+from compression_helps.engine import evaluate, in_memory, ranking
+from compression_helps.models import registry
+from compression_helps.multi_input import features, network
+from compression_helps.selection import runner
+from compression_helps.sources import datasets
+from deepn_jpeg.analysis import statistics
 from tests import testing_utils
 
 QUALITIES = (90, 50, 10)
@@ -47,7 +44,7 @@ def good_jpeg(seed):
 def bad_inputs():
     image = testing_utils.random_image(40, 48, seed=99)
     jpeg = testing_utils.jpeg_bytes(image)
-    wnid = datasets.wnids()[7]
+    wnid = imagenet.wnids()[7]
     return {
         f"{wnid}_zero.JPEG": (b"", "empty file"),
         f"{wnid}_truncated.JPEG": (jpeg[: len(jpeg) // 2], "cannot decode"),
@@ -80,7 +77,7 @@ class BadInputTest(tf.test.TestCase):
         super().tearDownClass()
 
     def evaluate_folder(self, folder, **kwargs):
-        classifier = models.load_classifier(self.model_path)
+        classifier = registry.load_classifier(self.model_path)
         return evaluate.predict(
             classifier,
             datasets.load(folder),
@@ -94,7 +91,7 @@ class BadInputTest(tf.test.TestCase):
         folder = self.create_tempdir().full_path
         for i in range(4):
             write(
-                folder, f"{datasets.wnids()[i * 3]}_good{i}.JPEG", good_jpeg(i)
+                folder, f"{imagenet.wnids()[i * 3]}_good{i}.JPEG", good_jpeg(i)
             )
         return folder
 
@@ -140,7 +137,7 @@ class BadInputTest(tf.test.TestCase):
         ).reshape(9000, 9000, 3)
         write(
             folder,
-            f"{datasets.wnids()[5]}_big.JPEG",
+            f"{imagenet.wnids()[5]}_big.JPEG",
             testing_utils.jpeg_bytes(big, quality=50),
         )
         predictions, skipped = self.evaluate_folder(folder)
@@ -150,7 +147,7 @@ class BadInputTest(tf.test.TestCase):
     def test_decompression_bombs_are_skipped_undecoded(self):
         folder = self.make_good_folder()
         reference, _ = self.evaluate_folder(folder)
-        wnid = datasets.wnids()[9]
+        wnid = imagenet.wnids()[9]
         bombs = {
             f"{wnid}_bomb.JPEG": (
                 testing_utils.image_claiming("jpeg", 13000, 13000),
@@ -192,7 +189,7 @@ class BadInputTest(tf.test.TestCase):
             else:  # Insert random bytes.
                 pos = rng.integers(0, len(data))
                 data = data[:pos] + rng.bytes(50) + data[pos:]
-            write(folder, f"{datasets.wnids()[i]}_fuzz{i}.JPEG", bytes(data))
+            write(folder, f"{imagenet.wnids()[i]}_fuzz{i}.JPEG", bytes(data))
         predictions, skipped = self.evaluate_folder(folder)
         self.assertEqual(predictions.num_images + len(skipped), n)
         self.assertEmpty(set(predictions.ids) & {s.id for s in skipped})
@@ -220,7 +217,7 @@ class EveryPipelineDropsRefusedFilesTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         folder = self.create_tempdir().full_path
-        wnids = datasets.wnids()
+        wnids = imagenet.wnids()
         for i in range(3):
             write(folder, f"{wnids[i]}_good{i}.JPEG", good_jpeg(i))
         # Under 1 kB, and 507 MB of pixels if it were decoded.
@@ -231,7 +228,7 @@ class EveryPipelineDropsRefusedFilesTest(tf.test.TestCase):
         )
         self.source = datasets.load(folder)
         self.bomb = 3  # Its index: the last name in sorted order.
-        self.classifier = models.load_classifier(
+        self.classifier = registry.load_classifier(
             testing_utils.tiny_model_file(self.create_tempdir().full_path)
         )
 
@@ -249,7 +246,7 @@ class EveryPipelineDropsRefusedFilesTest(tf.test.TestCase):
         self.assertNotIn(self.bomb, indices.tolist())
 
     def test_cached_features(self):
-        model = multi_input.build_multi_input_model(
+        model = network.build_multi_input_model(
             self.classifier, QUALITIES, head_init="random", seed=0
         )
         arrays = features.compute_features(
@@ -266,7 +263,7 @@ class EveryPipelineDropsRefusedFilesTest(tf.test.TestCase):
 class SpecialFilesScriptTest(tf.test.TestCase):
     def test_special_files_and_odd_names_do_not_stop_the_run(self):
         data = self.create_tempdir().full_path
-        wnids = datasets.wnids()
+        wnids = imagenet.wnids()
         for i in range(2):
             write(data, f"{wnids[i]}_good{i}.JPEG", good_jpeg(i))
         write(
@@ -309,8 +306,8 @@ class SpecialFilesScriptTest(tf.test.TestCase):
                 ),
             },
         )
-        ids = evaluate.Predictions.load(
-            os.path.join(workdir, "tiny", evaluate.PREDICTIONS_FILE)
+        ids = ranking.Predictions.load(
+            os.path.join(workdir, "tiny", ranking.PREDICTIONS_FILE)
         ).ids
         self.assertEqual(
             sorted(ids),
@@ -332,7 +329,7 @@ class RunnerTest(tf.test.TestCase):
 
     def config(self, **kwargs):
         return runner.Config(
-            model=models.ModelConfig(self.model),
+            model=registry.ModelConfig(self.model),
             data=datasets.DataConfig(self.data),
             **kwargs,
         )
@@ -341,7 +338,7 @@ class RunnerTest(tf.test.TestCase):
         return os.path.join(self.create_tempdir().full_path, "run")
 
     def test_resume_with_other_settings_data_or_model_is_refused(self):
-        write(self.data, f"{datasets.wnids()[0]}_0.JPEG", good_jpeg(0))
+        write(self.data, f"{imagenet.wnids()[0]}_0.JPEG", good_jpeg(0))
         workdir = self.new_workdir()
         config = self.config(qualities=(50,))
         runner.run(config, workdir, verbose=False)
@@ -367,14 +364,14 @@ class RunnerTest(tf.test.TestCase):
             resume=True,
             verbose=False,
         )
-        write(self.data, f"{datasets.wnids()[1]}_1.JPEG", good_jpeg(1))
+        write(self.data, f"{imagenet.wnids()[1]}_1.JPEG", good_jpeg(1))
         refused("the data changed", config)
-        os.remove(os.path.join(self.data, f"{datasets.wnids()[1]}_1.JPEG"))
+        os.remove(os.path.join(self.data, f"{imagenet.wnids()[1]}_1.JPEG"))
         testing_utils.tiny_model_file(os.path.dirname(self.model), seed=1)
         refused("input files changed", config)
 
     def test_resume_with_a_trailing_slash_is_the_same_data(self):
-        write(self.data, f"{datasets.wnids()[0]}_0.JPEG", good_jpeg(0))
+        write(self.data, f"{imagenet.wnids()[0]}_0.JPEG", good_jpeg(0))
         workdir = self.new_workdir()
         config = self.config(qualities=(50,))
         first = runner.run(config, workdir, verbose=False)
@@ -385,8 +382,8 @@ class RunnerTest(tf.test.TestCase):
         self.assertEqual(again, first)
 
     def test_report_counts_skipped_images_by_reason(self):
-        write(self.data, f"{datasets.wnids()[0]}_ok.JPEG", good_jpeg(0))
-        write(self.data, f"{datasets.wnids()[1]}_empty.JPEG", b"")
+        write(self.data, f"{imagenet.wnids()[0]}_ok.JPEG", good_jpeg(0))
+        write(self.data, f"{imagenet.wnids()[1]}_empty.JPEG", b"")
         write(self.data, "nolabel.JPEG", good_jpeg(1))
         workdir = self.new_workdir()
         out = io.StringIO()

@@ -7,8 +7,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import deepn_jpeg.report
-from compression_helps import evaluate, report, rundir
+import deepn_jpeg.jobs.report
+from compression_helps.core import rundir
+from compression_helps.engine import ranking
+from compression_helps.selection import report
 
 # Three images, three candidates (original, QF 50, QF 10), consistent ranks,
 # top-5 lists and probabilities; the selections below are worked out by
@@ -61,7 +63,7 @@ METRICS = ("top1", "top5", "cr", "mean_bytes", "bpp")
 def hand_made_predictions():
     probs = np.full([3, 3, 5], 0.01, np.float32)
     probs[:, :, 0] = TOP1_PROBS
-    return evaluate.Predictions(
+    return ranking.Predictions(
         ranks=np.array(RANKS, np.int32),
         sizes=np.array(SIZES, np.int64),
         topk=np.array(TOPK, np.int32),
@@ -241,10 +243,10 @@ class RateAccuracyPlotTest(tf.test.TestCase):
             "monotone": points(0.0),
         }
         self.assertEqual(
-            deepn_jpeg.report.same_curves(curves),
+            deepn_jpeg.jobs.report.same_curves(curves),
             [["jpeg"], ["paper", "monotone"]],
         )
-        figure = deepn_jpeg.report.rate_accuracy_figure(
+        figure = deepn_jpeg.jobs.report.rate_accuracy_figure(
             {"curves": curves, "model": "m", "n_images": 3}
         )
         (legend,) = figure.legends
@@ -312,7 +314,7 @@ def verdict_result():
 
 class VerdictReportTest(tf.test.TestCase):
     def test_text_has_one_verdict_line_per_curve(self):
-        text = deepn_jpeg.report.rate_accuracy_text(verdict_result())
+        text = deepn_jpeg.jobs.report.rate_accuracy_text(verdict_result())
         self.assertIn("over 100 paired bootstrap resamples", text)
         lines = text.splitlines()
         self.assertIn(
@@ -333,10 +335,10 @@ class VerdictReportTest(tf.test.TestCase):
 
     def test_plot_shades_the_band_on_the_top1_axis(self):
         path = os.path.join(self.create_tempdir().full_path, "ra.png")
-        deepn_jpeg.report.plot_rate_accuracy(verdict_result(), path)
+        deepn_jpeg.jobs.report.plot_rate_accuracy(verdict_result(), path)
         with open(path, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
-        figure = deepn_jpeg.report.rate_accuracy_figure(verdict_result())
+        figure = deepn_jpeg.jobs.report.rate_accuracy_figure(verdict_result())
         top1_ax, top5_ax = figure.axes
         (band,) = top1_ax.patches
         self.assertEqual(band.get_label(), "verdict band (top-1 75.0-79.0 %)")

@@ -9,7 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import datasets, evaluate, models, runner
+from compression_helps.engine import ranking
+from compression_helps.models import registry
+from compression_helps.selection import runner
+from compression_helps.sources import datasets, folders
 from tests import testing_utils
 
 QUALITIES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
@@ -73,13 +76,13 @@ class RunSelectorsScriptTest(tf.test.TestCase):
 
         # One model has its folder too, named after the model file.
         outputs = os.path.join(workdir, "tiny")
-        p = evaluate.Predictions.load(os.path.join(outputs, "predictions.npz"))
+        p = ranking.Predictions.load(os.path.join(outputs, "predictions.npz"))
         self.assertEqual(p.ranks.shape, (8, 11))
         self.assertEqual(p.topk.shape, (8, 11, 5))
         self.assertAllEqual(p.qualities, (0, *QUALITIES))
         self.assertEqual(p.names.tolist(), ROWS[:11])
         self.assertAllInRange(p.ranks, 1, 1000)
-        examples = datasets.folder_examples(data)
+        examples = folders.folder_examples(data)
         self.assertEqual(
             p.ids.tolist(), [os.path.basename(e) for e, _ in examples]
         )
@@ -142,7 +145,7 @@ class UsageErrorTest(tf.test.TestCase):
         # Registry models at 32 pixels: built in about a second.
         size = 32 if model else None
         return runner.Config(
-            model=models.ModelConfig(model or self.model, weights, size),
+            model=registry.ModelConfig(model or self.model, weights, size),
             data=datasets.DataConfig(kwargs.pop("data", self.data)),
             **kwargs,
         )
@@ -219,7 +222,7 @@ class UsageErrorTest(tf.test.TestCase):
             workdir = self.workdir()
             with self.subTest(message):
                 with (
-                    mock.patch.object(models.ModelConfig, "load") as load,
+                    mock.patch.object(registry.ModelConfig, "load") as load,
                     mock.patch.object(datasets.DataConfig, "load") as read,
                 ):
                     self.assert_one_line_error(
@@ -299,7 +302,7 @@ class SeveralModelsTest(tf.test.TestCase):
 
     def config(self, model_files):
         return runner.Config(
-            model=models.ModelConfig(",".join(model_files), None),
+            model=registry.ModelConfig(",".join(model_files), None),
             data=datasets.DataConfig(self.data),
             batch_size=2,
             qualities=(90, 10),
@@ -320,7 +323,7 @@ class SeveralModelsTest(tf.test.TestCase):
             )
             self.assertEqual(alone_reports[name], reports[name])
             want, got = (
-                evaluate.Predictions.load(
+                ranking.Predictions.load(
                     os.path.join(workdir, name, "predictions.npz")
                 )
                 for workdir in (alone, together)

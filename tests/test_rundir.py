@@ -5,7 +5,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import files, progress, rundir
+from compression_helps.core import files, progress, rundir
 
 JOB = "test_job"
 

@@ -1,6 +1,6 @@
 import tensorflow as tf
 
-from deepn_jpeg import search
+from deepn_jpeg.analysis import search
 
 
 class FitScaleTest(tf.test.TestCase):

@@ -3,7 +3,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compression_helps import metrics, selectors
+from compression_helps.engine import metrics
+from compression_helps.selection import selectors
 
 NUM_CLASSES = 12
 

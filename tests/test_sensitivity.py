@@ -4,8 +4,11 @@ import os
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, files, models, rundir
-from deepn_jpeg import sensitivity, tables
+from compression_helps.core import files, rundir
+from compression_helps.models import registry
+from compression_helps.sources import datasets
+from deepn_jpeg.jobs import sensitivity
+from deepn_jpeg.jpeg import tables
 from tests import testing_utils
 
 
@@ -21,7 +24,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
     def config(self, **changes):
         return sensitivity.Config(
-            model=models.ModelConfig(self.model, weights=None),
+            model=registry.ModelConfig(self.model, weights=None),
             data=datasets.DataConfig(self.data),
             batch_size=2,
             shard_size=2,

@@ -7,14 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import (
-    datasets,
-    guard,
-    models,
-    multi_input,
-    serving,
-    train,
-)
+from compression_helps.models import registry
+from compression_helps.multi_input import network, serving, train
+from compression_helps.sources import datasets, guard
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -33,10 +28,10 @@ def peak_rss_bytes():
 class ExportTest(tf.test.TestCase):
     def _export(self, limits=None):
         limits = limits or guard.Limits()
-        classifier = models.load_classifier(
+        classifier = registry.load_classifier(
             testing_utils.tiny_model_file(self.create_tempdir().full_path)
         )
-        model = multi_input.build_multi_input_model(
+        model = network.build_multi_input_model(
             classifier, QUALITIES, head_init="random", seed=0
         )
         export_dir = os.path.join(self.create_tempdir().full_path, "saved")
@@ -47,7 +42,7 @@ class ExportTest(tf.test.TestCase):
 
     def _expected(self, model, classifier, files):
         """What the training and evaluation pipeline feeds the model."""
-        dataset = multi_input.make_dataset(
+        dataset = network.make_dataset(
             tf.data.Dataset.from_tensor_slices(
                 {
                     "image_bytes": tf.constant(files),
@@ -169,7 +164,7 @@ class ExportFromWorkdirTest(tf.test.TestCase):
         os.makedirs(data, exist_ok=True)
         testing_utils.write_image_folder(data, [0, 2, 4, 6])
         cls.config = train.Config(
-            model=models.ModelConfig(testing_utils.tiny_model_file(cls.root)),
+            model=registry.ModelConfig(testing_utils.tiny_model_file(cls.root)),
             data=datasets.DataConfig(data),
             qualities=QUALITIES,
             num_eval=1,

@@ -4,8 +4,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from compression_helps import datasets, models
-from deepn_jpeg import codec, ship, tables
+from compression_helps.models import registry
+from compression_helps.sources import datasets
+from deepn_jpeg.jobs import ship
+from deepn_jpeg.jpeg import codec, tables
 from tests import testing_utils
 
 
@@ -18,7 +20,7 @@ class ShipTest(tf.test.TestCase):
         )
         workdir = self.create_tempdir().full_path
         config = ship.Config(
-            model=models.ModelConfig(model, weights=None),
+            model=registry.ModelConfig(model, weights=None),
             data=datasets.DataConfig(data),
             method="fit-sensitivity",
             name="tiny",

@@ -1,7 +1,7 @@
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, splits
+from compression_helps.sources import datasets, splits
 from tests import testing_utils
 
 
@@ -12,7 +12,7 @@ class SplitTest(tf.test.TestCase):
         source = datasets.load(root)
         ids = {}
         for part in ("fit", "heldout"):
-            half = splits.split(source, part, seed=1)
+            half = datasets.split(source, part, seed=1)
             examples = list(half.dataset.as_numpy_iterator())
             self.assertEqual(
                 [e["index"] for e in examples], list(range(len(examples)))
@@ -37,24 +37,24 @@ class SplitTest(tf.test.TestCase):
         self.assertLen(ids["fit"], 5)
         self.assertLen(ids["heldout"], 6)
         self.assertEmpty(set(ids["fit"]) & set(ids["heldout"]))
-        again = splits.split(source, "fit", seed=1)
+        again = datasets.split(source, "fit", seed=1)
         self.assertEqual(
             [e["id"].decode() for e in again.dataset.as_numpy_iterator()],
             ids["fit"],
         )
-        other = splits.split(source, "fit", seed=2)
+        other = datasets.split(source, "fit", seed=2)
         self.assertNotEqual(
             [e["id"].decode() for e in other.dataset.as_numpy_iterator()],
             ids["fit"],
         )
-        self.assertIs(splits.split(source, "all"), source)
+        self.assertIs(datasets.split(source, "all"), source)
 
     def test_unknown_part_is_an_error(self):
         root = self.create_tempdir().full_path
         testing_utils.write_image_folder(root, [0, 2])
         for part in ("test", "fit:0/3", "heldout:4/3", "fit:1/1", "fit:1"):
             with self.assertRaisesRegex(ValueError, "split"):
-                splits.split(datasets.load(root), part)
+                datasets.split(datasets.load(root), part)
 
     def test_folds_partition_the_examples_and_fit_is_the_rest(self):
         root = self.create_tempdir().full_path
@@ -66,7 +66,7 @@ class SplitTest(tf.test.TestCase):
             parts = {
                 side: {
                     e["id"]
-                    for e in splits.split(
+                    for e in datasets.split(
                         source, f"{side}:{fold}/3", seed=4
                     ).dataset.as_numpy_iterator()
                 }
@@ -83,7 +83,7 @@ class SplitTest(tf.test.TestCase):
         root = self.create_tempdir().full_path
         testing_utils.write_image_folder(root, [0, 2])
         with self.assertRaisesRegex(ValueError, "cannot split 2 examples in 3"):
-            splits.split(datasets.load(root), "heldout:1/3")
+            datasets.split(datasets.load(root), "heldout:1/3")
 
 
 class HoldoutTest(tf.test.TestCase, parameterized.TestCase):

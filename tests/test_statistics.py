@@ -8,8 +8,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from compression_helps import files
-from deepn_jpeg import statistics
+from compression_helps.core import files
+from deepn_jpeg.analysis import statistics
 from tests import testing_utils
 
 # JFIF (ITU-T T.871), written out independently of the library.

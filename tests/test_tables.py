@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from deepn_jpeg import codec, tables, tables_io
+from deepn_jpeg.jpeg import codec, tables, tables_io
 from tests import testing_utils
 
 EPS = 1e-6

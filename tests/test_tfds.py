@@ -6,7 +6,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader
 
-from compression_helps import candidates, datasets, evaluate, models
+from compression_helps.engine import candidates, evaluate
+from compression_helps.models import registry
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 _FEATURES = tfds.features.FeaturesDict(
@@ -112,7 +114,7 @@ class RealBuilderTest(tf.test.TestCase):
 
     def test_evaluation_skips_the_bomb_with_its_reason(self):
         folder = self.create_tempdir().full_path
-        classifier = models.load_classifier(
+        classifier = registry.load_classifier(
             testing_utils.tiny_model_file(folder)
         )
         source = datasets.load("tfds:hostile_tiny", tfds_data_dir=self.data_dir)

@@ -14,7 +14,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import efficientnet_lite, torch_checkpoint
+from compression_helps.models import (
+    efficientnet_weights,
+    torch_checkpoint,
+)
 from tests import testing_utils
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -298,7 +301,7 @@ class RealCheckpointTest(tf.test.TestCase):
         if not testing_utils.HAS_CHECKPOINT:
             self.skipTest(testing_utils.SKIP_NO_CHECKPOINT)
         state = torch_checkpoint.read_torch_checkpoint(
-            efficientnet_lite.checkpoint_path()
+            efficientnet_weights.checkpoint_path()
         )
         self.assertLen(state, 296)
         expected = {
@@ -327,7 +330,7 @@ class RealCheckpointTest(tf.test.TestCase):
             )
         import torch
 
-        path = efficientnet_lite.checkpoint_path()
+        path = efficientnet_weights.checkpoint_path()
         state = torch_checkpoint.read_torch_checkpoint(path)
         reference = torch.load(path, map_location="cpu", weights_only=True)
         self.assertEqual(list(state), list(reference))

@@ -9,7 +9,9 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from compression_helps import datasets, distribute, models, train
+from compression_helps.models import registry
+from compression_helps.multi_input import distribute, train
+from compression_helps.sources import datasets
 from tests import testing_utils
 
 QUALITIES = (90, 10)  # V = 3: keeps the tests fast.
@@ -40,7 +42,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(config.data, datasets.DataConfig("/images", limit=8))
         self.assertEqual(
-            config.model, models.ModelConfig("resnet50v2", None, 32)
+            config.model, registry.ModelConfig("resnet50v2", None, 32)
         )
 
 
@@ -51,7 +53,7 @@ class TrainAndEvaluateTest(tf.test.TestCase):
         testing_utils.write_image_folder(folder, [0, 2, 4, 6, 8, 10])
         self.data = folder
         self.config = train.Config(
-            model=models.ModelConfig(
+            model=registry.ModelConfig(
                 testing_utils.tiny_model_file(self.create_tempdir().full_path)
             ),
             data=datasets.DataConfig(folder),
@@ -113,7 +115,7 @@ class TrainAndEvaluateTest(tf.test.TestCase):
                 "holds the same images as data",
             ),
         ]:
-            with mock.patch.object(models.ModelConfig, "load") as load:
+            with mock.patch.object(registry.ModelConfig, "load") as load:
                 with self.assertRaisesRegex((ValueError, OSError), message):
                     self._train(workdir, **changes)
             load.assert_not_called()
@@ -169,7 +171,7 @@ class EvalDataTest(tf.test.TestCase):
         workdir = self.create_tempdir().full_path
         results = train.train_and_evaluate(
             train.Config(
-                model=models.ModelConfig(
+                model=registry.ModelConfig(
                     testing_utils.tiny_model_file(
                         self.create_tempdir().full_path
                     )

@@ -18,6 +18,9 @@ import PIL.Image
 import tensorflow as tf
 from PIL import Image
 
+from compression_helps.core import imagenet
+from compression_helps.engine import ranking
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -104,13 +107,12 @@ JFIF_YCBCR = np.array(
 
 
 def fake_predictions(ranks, sizes, curves, qualities, topk_probs=None):
-    """`evaluate.Predictions` of N images from `[N, V]` ranks and sizes."""
-    from compression_helps import evaluate
+    """`ranking.Predictions` of N images from `[N, V]` ranks and sizes."""
 
     n, v = np.shape(ranks)
     if topk_probs is None:
         topk_probs = np.zeros([n, v, 5], np.float32)
-    return evaluate.Predictions(
+    return ranking.Predictions(
         ranks=np.asarray(ranks, np.int32),
         sizes=np.asarray(sizes, np.int64),
         topk=np.zeros([n, v, 5], np.int32),
@@ -135,11 +137,10 @@ def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
 
 def write_image_folder(folder: str, labels: list[int], seed: int = 0) -> list:
     """Writes `<wnid>_<i>.JPEG` files for the given class indices."""
-    from compression_helps import datasets
 
     paths = []
     for i, label in enumerate(labels):
-        path = os.path.join(folder, f"{datasets.wnids()[label]}_{i}.JPEG")
+        path = os.path.join(folder, f"{imagenet.wnids()[label]}_{i}.JPEG")
         with open(path, "wb") as f:
             f.write(jpeg_bytes(random_image(seed=seed + i)))
         paths.append(path)

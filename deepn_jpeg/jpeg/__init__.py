@@ -1,0 +1,8 @@
+"""JPEG files with given tables.
+
+Imports `compression_helps`' `core`, `sources`, `models`, `engine`.
+
+`tables` (PLM, Annex K, IJG scaling), `tables_io` (table files, table sets,
+the shipped sets), `tableset_files` (table sets in run folders), `codec`
+(the encoders), `ladder` (the rungs of codecs every job evaluates).
+"""
