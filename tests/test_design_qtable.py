@@ -11,7 +11,7 @@ from absl.testing import flagsaver, parameterized
 
 from compression_helps.core import files, rundir
 from compression_helps.sources import datasets
-from deepn_jpeg.analysis import statistics
+from deepn_jpeg.analysis import image_sums, statistics
 from deepn_jpeg.jobs import design, report
 from deepn_jpeg.jpeg import codec, tables
 from experiments import design_qtable
@@ -142,7 +142,7 @@ class SettingsTest(tf.test.TestCase, parameterized.TestCase):
 class SelectPerClassTest(tf.test.TestCase):
     def test_at_most_per_class_and_all_unlabelled(self):
         labels = np.array([0] * 10 + [7] * 3 + [-1] * 4 + [999])
-        chosen = design.select_per_class(labels, per_class=2, seed=0)
+        chosen = image_sums.select_per_class(labels, per_class=2, seed=0)
         kept = labels[chosen].tolist()
         self.assertEqual(kept.count(0), 2)
         self.assertEqual(kept.count(7), 2)
@@ -152,17 +152,17 @@ class SelectPerClassTest(tf.test.TestCase):
 
     def test_seeded_and_deterministic(self):
         labels = np.zeros(50, int)
-        a = design.select_per_class(labels, per_class=5, seed=3)
+        a = image_sums.select_per_class(labels, per_class=5, seed=3)
         self.assertAllEqual(
-            a, design.select_per_class(labels, per_class=5, seed=3)
+            a, image_sums.select_per_class(labels, per_class=5, seed=3)
         )
-        b = design.select_per_class(labels, per_class=5, seed=4)
+        b = image_sums.select_per_class(labels, per_class=5, seed=4)
         self.assertNotAllEqual(a, b)
         self.assertNotAllEqual(a, np.arange(5))  # Random, not the first.
 
     def test_rejects_zero_per_class(self):
         with self.assertRaises(ValueError):
-            design.select_per_class(np.zeros(3, int), per_class=0)
+            image_sums.select_per_class(np.zeros(3, int), per_class=0)
 
 
 class ReportTest(tf.test.TestCase):

@@ -185,7 +185,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             ),
             self.create_tempdir().full_path,
             verbose=False,
-        )
+        ).report
         budget = summary["budgets"][0]
         pairs = [
             (summary["original"], result["curves"]["original"][0]),

@@ -53,7 +53,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         config = self.config(
             diagnostics=("paper",), gain_drops=(0.0, 2.0), bootstrap=20
         )
-        result = rate_accuracy.run(config, workdir, verbose=False)
+        result = rate_accuracy.run(config, workdir, verbose=False).report
         self.assertEqual(
             set(result["curves"]),
             {
@@ -222,7 +222,7 @@ class EncodersTest(tf.test.TestCase):
             bootstrap=0,
         )
         workdir = self.create_tempdir().full_path
-        result = rate_accuracy.run(config, workdir, verbose=False)
+        result = rate_accuracy.run(config, workdir, verbose=False).report
         self.assertCountEqual(
             result["curves"],
             [

@@ -46,6 +46,7 @@ __all__ = [
     "SkippedImage",
     "changed_settings",
     "count_errors",
+    "count_kinds",
     "read_errors",
 ]
 
@@ -394,12 +395,17 @@ def read_errors(root: str) -> list[SkippedImage]:
         return [SkippedImage(**json.loads(line)) for line in f]
 
 
+def count_kinds(skipped: Iterable[SkippedImage]) -> dict[str, int]:
+    """Skipped images counted by reason kind, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for image in skipped:
+        counts[image.kind] = counts.get(image.kind, 0) + 1
+    return counts
+
+
 def count_errors(root: str) -> dict[str, int]:
     """Skipped images of `<root>/errors.jsonl` counted by reason kind."""
-    counts: dict[str, int] = {}
-    for skipped in read_errors(root):
-        counts[skipped.kind] = counts.get(skipped.kind, 0) + 1
-    return counts
+    return count_kinds(read_errors(root))
 
 
 def _check_owner(root: str, job: str) -> dict:

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from compression_helps.core import files, rundir
-from compression_helps.engine import candidates
+from compression_helps.core import files
+from compression_helps.engine import candidates, job
 from compression_helps.multi_input import network, train
 from compression_helps.sources import guard
 
@@ -191,7 +191,7 @@ def export_from_workdir(workdir: str, export_dir: str | None = None) -> str:
     """Exports the model of a `train.train_and_evaluate` run as a SavedModel.
 
     See `export_saved_model` for its two signatures. The training run's
-    folder is opened like a resumed run (`rundir.RunDir.open`): locked, and
+    folder is opened like a resumed run (`job.open_finished`): locked, and
     refused if its input files changed; an export inside it is recorded as
     the run's, so a fresh training run there removes it.
 
@@ -220,14 +220,7 @@ def export_from_workdir(workdir: str, export_dir: str | None = None) -> str:
     inside = relative != os.pardir and not relative.startswith(
         os.pardir + os.sep
     )
-    with rundir.RunDir.open(
-        workdir,
-        train.JOB,
-        config,
-        resume=True,
-        data=record.get("data"),
-        inputs=list(record.get("inputs", {})),
-    ) as run:
+    with job.open_finished(train.JOB, workdir, config, record) as run:
         if inside:
             export_dir = run.path(relative)
         model = keras.saving.load_model(model_path, compile=False)

@@ -50,19 +50,17 @@ chief's last epoch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
 import time
-from collections.abc import Iterator
 
 import keras
 import numpy as np
 from absl import logging
 
 from compression_helps.core import checks, files, rundir
-from compression_helps.engine import candidates, ranking
+from compression_helps.engine import candidates, job, ranking
 from compression_helps.models import registry
 from compression_helps.multi_input import (
     checkpoint,
@@ -253,29 +251,15 @@ def _keras_metrics() -> list[keras.metrics.Metric]:
     ]
 
 
-@contextlib.contextmanager
-def _open_run(
-    workdir: str,
-    config: Config,
-    resume: bool,
-    identity: dict,
-    chief: bool,
-) -> Iterator[tuple[rundir.RunDir | None, checkpoint.Backup]]:
-    if not chief:
-        # Reads the chief's last state when resuming; writes nothing.
-        folder = os.path.join(workdir, checkpoint.BACKUP_DIR)
-        yield None, checkpoint.Backup(folder if resume else None, write=False)
-        return
-    with rundir.RunDir.open(
-        workdir,
-        JOB,
-        config,
-        resume,
-        data=identity,
-        inputs=config.model.input_files(),
-        may_change=RESUMABLE_CHANGES,
-    ) as run:
-        yield run, checkpoint.Backup(run.path(checkpoint.BACKUP_DIR))
+def _backup(
+    workdir: str, run: rundir.RunDir | None, resume: bool
+) -> checkpoint.Backup:
+    """The training state after the last epoch: the chief writes it."""
+    if run is not None:
+        return checkpoint.Backup(run.path(checkpoint.BACKUP_DIR))
+    # A non-chief worker reads the chief's last state when resuming.
+    folder = os.path.join(workdir, checkpoint.BACKUP_DIR)
+    return checkpoint.Backup(folder if resume else None, write=False)
 
 
 def _features_file(
@@ -289,14 +273,33 @@ def _features_file(
     return trainers.FeaturesFile(os.path.join(workdir, name), key, write=False)
 
 
+def _held_out(config: Config) -> datasets.Source | None:
+    """The second source `eval_data`, if any."""
+    if config.eval_data is None:
+        return None
+    return _eval_data_config(config).load()
+
+
+def _identity(source: datasets.Source, held_out: datasets.Source | None):
+    """What `resume` checks of the data: both sources' identities."""
+    if held_out is not None and held_out.fingerprint == source.fingerprint:
+        raise ValueError(
+            f"eval_data ({held_out.description}) holds the same images as "
+            f"data ({source.description}): evaluate on other images"
+        )
+    return {
+        "data": source.fingerprint,
+        "eval_data": None if held_out is None else held_out.fingerprint,
+    }
+
+
 def _parts(
-    config: Config,
+    config: Config, source: datasets.Source, held_out: datasets.Source | None
 ) -> tuple[datasets.Source, datasets.Source, dict, dict]:
     """The training and held-out images, and what identifies each part."""
-    source = config.data.load()
     if source.num_examples is None:
         raise ValueError(f"{source.description}: unknown size; pass a limit")
-    if config.eval_data is None:
+    if held_out is None:
         is_eval = splits.holdout(
             source.num_examples,
             config.num_eval,
@@ -315,13 +318,6 @@ def _parts(
             {**data, "part": "training", "fingerprint": source.fingerprint},
             {**data, "part": "held out", "fingerprint": source.fingerprint},
         )
-    eval_config = _eval_data_config(config)
-    held_out = eval_config.load()
-    if held_out.fingerprint == source.fingerprint:
-        raise ValueError(
-            f"eval_data {config.eval_data!r} holds the same images as data "
-            f"{config.data.name!r}: evaluate on other images"
-        )
     return (
         source,
         held_out,
@@ -330,7 +326,7 @@ def _parts(
             "fingerprint": source.fingerprint,
         },
         {
-            "data": dataclasses.asdict(eval_config),
+            "data": dataclasses.asdict(_eval_data_config(config)),
             "fingerprint": held_out.fingerprint,
         },
     )
@@ -430,20 +426,25 @@ def train_and_evaluate(
     strategy = distribute.make_strategy(
         config.strategy, config.tpu, config.num_cpu_devices
     )
-    config = dataclasses.replace(
-        config, data=config.data.resolved(), qualities=qualities
-    )
-    train_part, held_out_part, train_identity, held_out_identity = _parts(
-        config
-    )
     chief = distribute.is_chief(strategy)
-    identity = {
-        "data": train_identity["fingerprint"],
-        "eval_data": held_out_identity["fingerprint"]
-        if config.eval_data
-        else None,
-    }
-    with _open_run(workdir, config, resume, identity, chief) as (run, backup):
+    held_out = _held_out(config)
+    with job.open_job(
+        JOB,
+        config,
+        workdir,
+        lambda _: qualities,  # Checked above, before the strategy.
+        resume,
+        may_change=RESUMABLE_CHANGES,
+        settings=lambda c, _: dataclasses.replace(c, qualities=qualities),
+        identity=lambda source: _identity(source, held_out),
+        prepare=lambda c, source: _parts(c, source, held_out),
+        write=chief,
+    ) as opened:
+        config, run = opened.config, opened.run
+        train_part, held_out_part, train_identity, held_out_identity = (
+            opened.prepared
+        )
+        backup = _backup(workdir, run, resume)
         done = backup.last_epoch()
         if done > config.epochs:
             raise ValueError(
@@ -453,7 +454,7 @@ def train_and_evaluate(
         keras.utils.set_random_seed(config.seed)
         cache = config.cache_features and not config.train_backbone
         with strategy.scope():
-            classifier = config.model.load()
+            classifier = opened.classifier()
             extractor, dense = network.split_classifier(classifier.model)
             trained_heads = [
                 heads.build(
@@ -490,7 +491,7 @@ def train_and_evaluate(
             held_out_part.description,
             strategy.num_replicas_in_sync,
         )
-        job = trainers.Job(
+        training = trainers.Job(
             model,
             heads_model,
             classifier,
@@ -517,7 +518,7 @@ def train_and_evaluate(
                 "model_files": files.digest_inputs(config.model.input_files()),
             }
             predictions = trainers.on_features(
-                job,
+                training,
                 _features_file(
                     features.FEATURES_FILE,
                     workdir,
@@ -534,7 +535,7 @@ def train_and_evaluate(
                 ),
             )
         else:
-            predictions = trainers.on_images(job)
+            predictions = trainers.on_images(training)
         present = np.union1d(predictions.train_labels, predictions.labels)
         summary = head_report.summarize(
             predictions.probabilities,

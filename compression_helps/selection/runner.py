@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import keras
 
@@ -21,6 +22,7 @@ from compression_helps.engine import (
     candidate_store,
     candidates,
     evaluate,
+    job,
     ranking,
 )
 from compression_helps.models import registry
@@ -187,30 +189,30 @@ def run(
       Each model's report dict (see `report.write_report`) by model folder,
       in the order of `config.model.name`.
     """
-    qualities = check_config(config)
-    data = config.data.resolved()
-    source = data.load()
-    config = dataclasses.replace(config, data=data, qualities=qualities)
     model_list = model_configs(config)
-    codecs = candidates.as_codecs(qualities)
     store = None
-    if config.candidates:  # Refused before the workdir is touched.
-        key = candidate_store.store_key(codecs, data, source)
-        store = candidate_store.Store.open(
-            config.candidates, key, source.count()
-        )
-    with rundir.RunDir.open(
-        workdir,
+    with job.open_job(
         JOB,
         config,
+        workdir,
+        check_config,
         resume,
-        data=source.fingerprint,
-        inputs=[f for m in model_list for f in m.input_files()],
+        models=model_list,
         may_change=RESUMABLE_CHANGES,
-    ) as run_dir:
+        settings=lambda c, qualities: dataclasses.replace(
+            c, qualities=qualities
+        ),
+    ) as opened:
+        config, source, run_dir = opened.config, opened.source, opened.run
+        codecs = candidates.as_codecs(config.qualities)
+        if config.candidates:
+            key = candidate_store.store_key(codecs, config.data, source)
+            store = candidate_store.Store.open(
+                config.candidates, key, source.count()
+            )
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy(config.mixed_precision)
-        classifiers = [m.load() for m in model_list]
+        classifiers = [opened.classifier(m) for m in model_list]
         if store is not None:
             store.fill(source, codecs, verbose)
         predictions, skipped = evaluate.predict_models(
@@ -235,7 +237,10 @@ def run(
         run_dir.write_errors(skipped)
         names = [c.name for c in classifiers]
         return _report(
-            dict(zip(names, predictions, strict=True)), run_dir, verbose
+            dict(zip(names, predictions, strict=True)),
+            run_dir,
+            skipped,
+            verbose,
         )
 
 
@@ -262,16 +267,19 @@ def rebuild_report(workdir: str, verbose: bool = True) -> dict[str, dict]:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no predictions to report")
             predictions[name] = ranking.Predictions.load(path)
-        return _report(predictions, run_dir, verbose)
+        return _report(
+            predictions, run_dir, rundir.read_errors(workdir), verbose
+        )
 
 
 def _report(
     predictions: dict[str, ranking.Predictions],
     run_dir: rundir.RunDir,
+    skipped: Sequence[rundir.SkippedImage],
     verbose: bool,
 ) -> dict[str, dict]:
     """Writes each model's report and the summary; prints the table."""
-    errors_by_reason = rundir.count_errors(run_dir.root)
+    errors_by_reason = rundir.count_kinds(skipped)
     errors_path = os.path.join(run_dir.root, rundir.ERRORS_FILE)
     results = {
         model_folder(name): report.write_report(

@@ -226,13 +226,28 @@ class DataConfig:
 
     def load(self) -> Source:
         """The source (`load` within `max_pixels`, `split`, `sample`)."""
-        source = load(
+        return self.part_of(self.load_whole())
+
+    def whole(self) -> DataConfig:
+        """The same images before `split` and `sample`."""
+        return dataclasses.replace(self, split="all", sample=None)
+
+    def load_whole(self) -> Source:
+        """The source of `whole()`: every image, within `max_pixels`."""
+        return load(
             self.resolved().name,
             self.limit,
             self.tfds_data_dir,
             guard.Limits(max_pixels=self.max_pixels),
         )
-        part = split(source, self.split, self.split_seed)
+
+    def part_of(self, whole: Source) -> Source:
+        """This config's `split` part, then `sample`, of `load_whole()`'s.
+
+        A job given an opened source (`engine.job.Given`) takes its part
+        here, so the images it reads are always the ones its config names.
+        """
+        part = split(whole, self.split, self.split_seed)
         if self.sample is None:
             return part
         return sample(part, self.sample, self.split_seed)

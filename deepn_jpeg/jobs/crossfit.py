@@ -32,12 +32,12 @@ import dataclasses
 import os
 
 from compression_helps.core import checks, files, rundir
-from compression_helps.engine import candidates, evaluate, ranking
+from compression_helps.engine import candidates, evaluate, job, ranking
 from compression_helps.models import registry
 from compression_helps.sources import datasets
 from deepn_jpeg.analysis import bootstrap, comparison
 from deepn_jpeg.jobs import methods, rate_accuracy, report
-from deepn_jpeg.jpeg import codec, tableset_files
+from deepn_jpeg.jpeg import codec
 
 __all__ = [
     "JOB",
@@ -146,47 +146,47 @@ def run(
     Raises:
       ValueError: bad settings, or a workdir that cannot be resumed.
     """
-    check_config(config)
-    config = dataclasses.replace(
-        config,
-        data=config.data.resolved(),
-        methods=tuple(config.methods),
-        encoders=tuple(config.encoders),
-        qualities=tuple(int(q) for q in config.qualities),
-        band_drops=tuple(config.band_drops),
-        gain_drops=tuple(config.gain_drops),
-    )
-    source = config.data.load()
-    with rundir.RunDir.open(
-        workdir,
+    with job.open_job(
         JOB,
         config,
+        workdir,
+        check_config,
         resume,
-        data=source.fingerprint,
-        inputs=config.model.input_files(),
         # How many images per evaluation step changes only the speed and the
         # memory; an evaluation never mixes two (its own run refuses it).
         # The report's settings apply to the pooled predictions only.
         may_change=("eval_batch_size", *bootstrap.REPORT_SETTINGS),
-    ) as run_dir:
+        settings=lambda c, _: dataclasses.replace(
+            c,
+            methods=tuple(c.methods),
+            encoders=tuple(c.encoders),
+            qualities=tuple(int(q) for q in c.qualities),
+            band_drops=tuple(c.band_drops),
+            gain_drops=tuple(c.gain_drops),
+        ),
+    ) as opened:
+        config, run_dir = opened.config, opened.run
+        # The images and the model, opened once for every fold's jobs.
+        opened.classifier()
+        given = opened.handing_down()
         parts, skipped, folds = [], [], []
         for fold in range(1, config.folds + 1):
             root = run_dir.path(f"fold{fold}")
-            design_data = dataclasses.replace(
-                config.data, split=f"fit:{fold}/{config.folds}"
+            part = f"{fold}/{config.folds}"
+            made = methods.make_tables(
+                config,
+                dataclasses.replace(config.data, split=f"fit:{part}"),
+                root,
+                resume,
+                verbose,
+                given,
             )
-            table_files = list(
-                methods.make_tables(
-                    config, design_data, root, resume, verbose
-                ).values()
-            )
-            eval_dir = os.path.join(root, "eval")
-            rate_accuracy.run(
+            evaluated = rate_accuracy.run(
                 rate_accuracy.Config(
-                    tables=tuple(table_files),
+                    tables=tuple(m.path for m in made.values()),
                     model=config.model,
                     data=dataclasses.replace(
-                        config.data, split=f"heldout:{fold}/{config.folds}"
+                        config.data, split=f"heldout:{part}"
                     ),
                     batch_size=config.eval_batch_size,
                     qualities=config.qualities,
@@ -195,32 +195,24 @@ def run(
                     shard_size=config.shard_size,
                     bootstrap=0,
                 ),
-                eval_dir,
+                os.path.join(root, "eval"),
                 resume=resume,
                 verbose=verbose,
+                given=given,
             )
-            parts.append(
-                ranking.Predictions.load(
-                    os.path.join(eval_dir, ranking.PREDICTIONS_FILE)
-                )
-            )
-            skipped += rundir.read_errors(eval_dir)
+            parts.append(evaluated.predictions)
+            skipped += evaluated.skipped
             folds.append(
                 {
                     "fold": fold,
-                    "n_images": parts[-1].num_images,
-                    "tables": {
-                        name: {"luma": luma.tolist(), "chroma": chroma.tolist()}
-                        for name, (luma, chroma) in (
-                            tableset_files.load_tablesets(table_files).items()
-                        )
-                    },
+                    "n_images": evaluated.predictions.num_images,
+                    "tables": evaluated.report["tables"],
                 }
             )
             # After every fold: the verdict so far, so a long run stopped
             # early still leaves the folds it finished.
             result = _write_result(
-                run_dir, config, source, parts, skipped, folds
+                run_dir, config, opened.source, parts, skipped, folds
             )
     if verbose:
         print(

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 
 from compression_helps.core import checks, progress, rundir
-from compression_helps.engine import candidates, in_memory
+from compression_helps.engine import candidates, in_memory, job
 from compression_helps.models import registry
 from compression_helps.sources import datasets, splits
 from deepn_jpeg.analysis import families, search, statistics
@@ -209,8 +209,25 @@ def check_config(config: Config) -> None:
     checks.number("tie_weight", config.tie_weight, 0)
 
 
+def _sensitivity_files(config: Config) -> list[str]:
+    """The one sensitivity tables file the "sensitivity" family starts from."""
+    if not config.sensitivity_tables:
+        return []
+    found = tableset_files.tables_files(config.sensitivity_tables)
+    if len(found) != 1:
+        raise ValueError(
+            f"{config.sensitivity_tables}: expected one table set, found "
+            f"{sorted(found)}"
+        )
+    return list(found.values())
+
+
 def run(
-    config: Config, workdir: str, resume: bool = False, verbose: bool = True
+    config: Config,
+    workdir: str,
+    resume: bool = False,
+    verbose: bool = True,
+    given: job.Given | None = None,
 ) -> dict:
     """Fits each family at each byte budget on the fit images; exports.
 
@@ -226,6 +243,7 @@ def run(
         and model; `max_trials` may grow) instead of computing them again;
         else the log starts empty.
       verbose: print the summary table.
+      given: the images and classifier of a calling job (`job.Given`).
 
     Returns:
       The summary: original files, and per budget standard JPEG and each
@@ -235,38 +253,29 @@ def run(
       ValueError: bad settings (before the model loads), resuming with
         other settings, or a budget no table of a family meets.
     """
-    check_config(config)
     # "all" (a data config's default) means the usual fit half.
-    data = config.data
-    if data.split == "all":
-        data = dataclasses.replace(data, split="fit")
-    data = data.resolved()
-    config = dataclasses.replace(
-        config,
-        data=data,
-        families=tuple(config.families),
-        budget_qualities=tuple(int(q) for q in config.budget_qualities),
-    )
-    sensitivity_files = []
-    if config.sensitivity_tables:
-        found = tableset_files.tables_files(config.sensitivity_tables)
-        if len(found) != 1:
-            raise ValueError(
-                f"{config.sensitivity_tables}: expected one table set, found "
-                f"{sorted(found)}"
-            )
-        sensitivity_files = list(found.values())
-    source = data.load()
-    with rundir.RunDir.open(
-        workdir,
+    if config.data.split == "all":
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, split="fit")
+        )
+    sensitivity_files = _sensitivity_files(config)
+    with job.open_job(
         JOB,
         config,
+        workdir,
+        check_config,
         resume,
-        data=source.fingerprint,
-        inputs=[*config.model.input_files(), *sensitivity_files],
+        given=given,
+        inputs=sensitivity_files,
         # More trials continue the same deterministic search: the log replays.
         may_change=("max_trials",),
-    ) as run_dir:
+        settings=lambda c, _: dataclasses.replace(
+            c,
+            families=tuple(c.families),
+            budget_qualities=tuple(int(q) for q in c.budget_qualities),
+        ),
+    ) as opened:
+        config, source, run_dir = opened.config, opened.source, opened.run
         keras.utils.set_random_seed(config.seed)
         # Only the "plm" family starts from the statistics: those of all the
         # fit images (design_qtable.py --split=fit --per_class=0's
@@ -281,7 +290,7 @@ def run(
                 sensitivity_files[0]
             )
         images = in_memory.InMemoryImages(
-            config.model.load(), source, config.batch_size
+            opened.classifier(), source, config.batch_size
         )
         run_dir.write_errors(images.skipped)
         # The original, then per budget standard JPEG and each family's

@@ -25,14 +25,16 @@ import dataclasses
 import os
 from typing import Protocol
 
+import numpy as np
+
 from compression_helps.core import checks
-from compression_helps.engine import candidates
+from compression_helps.engine import candidates, job
 from compression_helps.models import registry
 from compression_helps.sources import datasets
 from deepn_jpeg.jobs import design, fit, sensitivity
 from deepn_jpeg.jpeg import codec, tables
 
-__all__ = ["METHODS", "Settings", "check", "make_tables", "table_name"]
+__all__ = ["METHODS", "Made", "Settings", "check", "make_tables", "table_name"]
 
 METHODS = (
     "paper",
@@ -41,6 +43,21 @@ METHODS = (
     "fit-standard",
     "fit-sensitivity",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Made:
+    """One method's tables, as its job returned and wrote them.
+
+    Attributes:
+      path: the `qtables_<table_name>.json` file the job wrote.
+      luma: `[8, 8]` luma table.
+      chroma: `[8, 8]` chroma table.
+    """
+
+    path: str
+    luma: np.ndarray
+    chroma: np.ndarray
 
 
 class Settings(Protocol):
@@ -92,8 +109,9 @@ def make_tables(
     root: str,
     resume: bool,
     verbose: bool,
-) -> dict[str, str]:
-    """Makes every method's tables from `data`; their JSON files.
+    given: job.Given | None = None,
+) -> dict[str, Made]:
+    """Makes every method's tables from `data`.
 
     Args:
       settings: what to make (`Settings`).
@@ -101,26 +119,29 @@ def make_tables(
       root: the folder of the jobs' sub-folders (design, sensitivity, fit).
       resume: resume each job (a job without a finished config starts).
       verbose: progress bars and printed tables.
+      given: the images of `data.whole()` and the classifier, opened once
+        by the calling job (`job.Given`).
 
     Returns:
-      Method -> its `qtables_<table_name>.json`, in `settings.methods` order.
+      Method -> its tables and their file, in `settings.methods` order.
     """
     wanted = set(settings.methods)
     fit_data = dataclasses.replace(data, sample=settings.fit_images)
-    folders = {}
+    made: dict[str, tuple[str, tuple[np.ndarray, np.ndarray]]] = {}
     variants = [m for m in tables.PLM_VARIANTS if m in wanted]
     if variants:
-        folders.update(dict.fromkeys(variants, os.path.join(root, "design")))
-        design.run(
+        folder = os.path.join(root, "design")
+        designed = design.run(
             design.Config(data=data, per_class=None, variants=variants),
-            folders[variants[0]],
+            folder,
             resume=resume,
             verbose=verbose,
+            given=given,
         )
+        made.update((v, (folder, designed.qtables[v])) for v in variants)
     sensitivity_dir = os.path.join(root, "sensitivity")
     if wanted & {"sensitivity", "fit-sensitivity"}:
-        folders["sensitivity"] = sensitivity_dir
-        sensitivity.run(
+        measured = sensitivity.run(
             sensitivity.Config(
                 model=settings.model,
                 data=fit_data,
@@ -130,12 +151,14 @@ def make_tables(
             sensitivity_dir,
             resume=resume,
             verbose=verbose,
+            given=given,
         )
+        made["sensitivity"] = (sensitivity_dir, measured.qtables)
     searched = [m for m in settings.methods if m.startswith("fit-")]
     if searched:
         families = tuple(m.removeprefix("fit-") for m in searched)
-        folders.update(dict.fromkeys(searched, os.path.join(root, "fit")))
-        fit.run(
+        folder = os.path.join(root, "fit")
+        summary = fit.run(
             fit.Config(
                 model=settings.model,
                 data=fit_data,
@@ -147,16 +170,27 @@ def make_tables(
                 max_trials=settings.fit_trials,
                 subsampling=settings.subsampling,
             ),
-            folders[searched[0]],
+            folder,
             resume=resume,
             verbose=verbose,
+            given=given,
         )
+        (budget,) = summary["budgets"]
+        for fitted in budget["fitted"]:
+            best = fitted["best"]
+            made[f"fit-{fitted['family']}"] = (
+                folder,
+                (np.asarray(best["luma"]), np.asarray(best["chroma"])),
+            )
     return {
-        method: os.path.join(
-            folders[method],
-            tables.qtables_filename(
-                table_name(method, settings.fit_quality), "json"
+        method: Made(
+            os.path.join(
+                made[method][0],
+                tables.qtables_filename(
+                    table_name(method, settings.fit_quality), "json"
+                ),
             ),
+            *made[method][1],
         )
         for method in settings.methods
     }

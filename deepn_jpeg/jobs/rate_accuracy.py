@@ -35,11 +35,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from compression_helps.core import checks, files, rundir
-from compression_helps.engine import candidates, evaluate, ranking
+from compression_helps.engine import candidates, evaluate, job, ranking
 from compression_helps.models import registry
 from compression_helps.sources import datasets
 from deepn_jpeg.analysis import bootstrap, comparison
@@ -51,6 +52,7 @@ __all__ = [
     "PLOT_FILE",
     "RESULT_FILE",
     "Config",
+    "Result",
     "check_config",
     "curve_tables",
     "curves",
@@ -273,9 +275,41 @@ def check_config(config: Config) -> dict[str, tables.TableSet]:
     return tablesets
 
 
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What `run` found.
+
+    Attributes:
+      report: the result dict, as written to `rate_accuracy.json`.
+      predictions: every image's results for every candidate.
+      skipped: the images that could not be evaluated.
+    """
+
+    report: dict
+    predictions: ranking.Predictions
+    skipped: list[rundir.SkippedImage]
+
+
+def _settings(config: Config, tablesets: Any) -> Config:
+    """The settings as `config.json` records them: lists as tuples."""
+    del tablesets  # Checked; loaded again where the ladder is built.
+    tables_paths = config.tables
+    return dataclasses.replace(
+        config,
+        tables=(tables_paths,)
+        if isinstance(tables_paths, str)
+        else tuple(tables_paths),
+        qualities=tuple(int(q) for q in config.qualities),
+    )
+
+
 def run(
-    config: Config, workdir: str, resume: bool = False, verbose: bool = True
-) -> dict:
+    config: Config,
+    workdir: str,
+    resume: bool = False,
+    verbose: bool = True,
+    given: job.Given | None = None,
+) -> Result:
     """Evaluates all curves, prints and writes the result and the plot.
 
     Writes `<workdir>/config.json`, `predictions.npz`, `errors.jsonl`,
@@ -287,38 +321,32 @@ def run(
       resume: continue an interrupted run in `workdir`: same settings, data,
         tables files and model files.
       verbose: progress bar and printed tables.
+      given: the images and classifier of a calling job (`job.Given`).
 
     Returns:
-      The result dict, as written to `<workdir>/rate_accuracy.json`.
+      The result, its predictions and the skipped images.
 
     Raises:
       ValueError: bad settings or tables files (before the model loads),
         or a workdir that cannot be resumed.
       FileNotFoundError: missing tables or images.
     """
-    tablesets = check_config(config)
     table_files = tableset_files.tables_files(config.tables)
-    data = config.data.resolved()
-    config = dataclasses.replace(
-        config,
-        tables=(config.tables,)
-        if isinstance(config.tables, str)
-        else tuple(config.tables),
-        data=data,
-        qualities=tuple(int(q) for q in config.qualities),
-    )
-    source = data.load()
-    with rundir.RunDir.open(
-        workdir,
+    with job.open_job(
         JOB,
         config,
+        workdir,
+        check_config,
         resume,
-        data=source.fingerprint,
-        inputs=[*table_files.values(), *config.model.input_files()],
+        given=given,
+        inputs=list(table_files.values()),
         may_change=bootstrap.REPORT_SETTINGS,
-    ) as run_dir:
+        settings=_settings,
+    ) as opened:
+        config, source, run_dir = opened.config, opened.source, opened.run
+        tablesets = opened.checked
         predictions, skipped = evaluate.predict(
-            config.model.load(),
+            opened.classifier(),
             source,
             _ladder(tablesets, config),
             config.batch_size,
@@ -338,7 +366,7 @@ def run(
             f"{len(skipped)} skipped\n"
         )
         print(report.rate_accuracy_text(result))
-    return result
+    return Result(result, predictions, skipped)
 
 
 def _result(

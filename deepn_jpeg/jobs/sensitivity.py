@@ -16,11 +16,10 @@ import os
 import numpy as np
 
 from compression_helps.core import checks, rundir
-from compression_helps.engine import candidates
+from compression_helps.engine import candidates, job
 from compression_helps.models import registry
 from compression_helps.sources import datasets
-from deepn_jpeg.analysis import band_sensitivity, dct_pixels
-from deepn_jpeg.jobs import design
+from deepn_jpeg.analysis import band_sensitivity, dct_pixels, image_sums
 from deepn_jpeg.jpeg import tables, tableset_files
 
 __all__ = [
@@ -65,7 +64,7 @@ class Config:
       data: the images; `split="fit"` keeps the "heldout" half for
         evaluating the tables.
       per_class: at most this many images per label
-        (`design.select_per_class`); None (the flag: 0): all.
+        (`image_sums.select_per_class`); None (the flag: 0): all.
       loss: "kl" (label-free: the Fisher information of the model's own
         prediction) or "xent" (cross-entropy with the true labels;
         unlabelled images are skipped).
@@ -147,12 +146,12 @@ def _measure(
             progress=report,
         )
 
-    return design.accumulate(
+    return image_sums.accumulate(
         run_dir,
         _SHARD_NAME,
         "band sensitivities",
         source,
-        design.chosen_indices(source, config.per_class, config.seed),
+        image_sums.chosen_indices(source, config.per_class, config.seed),
         config.shard_size,
         compute,
         work,
@@ -228,7 +227,11 @@ def _write_tables(
 
 
 def run(
-    config: Config, workdir: str, resume: bool = False, verbose: bool = True
+    config: Config,
+    workdir: str,
+    resume: bool = False,
+    verbose: bool = True,
+    given: job.Given | None = None,
 ) -> Result:
     """Measures the sensitivities and writes the tables to `workdir`.
 
@@ -243,6 +246,7 @@ def run(
       resume: continue an interrupted run in `workdir` (same config, data
         and model files).
       verbose: show a progress bar.
+      given: the images and classifier of a calling job (`job.Given`).
 
     Returns:
       The sensitivities, tables, summary text and skipped images.
@@ -253,20 +257,13 @@ def run(
         image could be measured.
       FileNotFoundError: no such image folder.
     """
-    check_config(config)
-    data = config.data.resolved()
-    source = data.load()
-    config = dataclasses.replace(config, data=data)
-    with rundir.RunDir.open(
-        workdir,
-        JOB,
-        config,
-        resume,
-        data=source.fingerprint,
-        inputs=config.model.input_files(),
-    ) as run_dir:
-        classifier = config.model.load()
-        sens, skipped = _measure(classifier, source, config, run_dir, verbose)
+    with job.open_job(
+        JOB, config, workdir, check_config, resume, given=given
+    ) as opened:
+        config, source, run_dir = opened.config, opened.source, opened.run
+        sens, skipped = _measure(
+            opened.classifier(), source, config, run_dir, verbose
+        )
         run_dir.write_errors(skipped)
         if not sens.num_images:
             raise ValueError(f"{source.description}: no image was measured")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from compression_helps.core import rundir
+from compression_helps.engine import job
 from compression_helps.models import registry
 from compression_helps.sources import datasets
 from deepn_jpeg.jobs import methods
@@ -94,24 +94,27 @@ def run(
     Raises:
       ValueError: bad settings, or a workdir that cannot be resumed.
     """
-    check_config(config)
-    config = dataclasses.replace(config, data=config.data.resolved())
-    source = config.data.load()
-    with rundir.RunDir.open(
-        workdir,
+    with job.open_job(
         JOB,
         config,
+        workdir,
+        check_config,
         resume,
-        data=source.fingerprint,
-        inputs=config.model.input_files(),
         # The design never uses the encoder: a resume may choose another one
         # for the same tables (the set is written again).
         may_change=("encoder",),
-    ) as run_dir:
+    ) as opened:
+        config, source, run_dir = opened.config, opened.source, opened.run
+        opened.classifier()
         made = methods.make_tables(
-            config, config.data, run_dir.path("design"), resume, verbose
-        )
-        luma, chroma = tables.load_json(made[config.method])
+            config,
+            config.data,
+            run_dir.path("design"),
+            resume,
+            verbose,
+            opened.handing_down(),
+        )[config.method]
+        luma, chroma = made.luma, made.chroma
         path = run_dir.path(f"{config.name}.json")
         tables.save_json(
             path,
