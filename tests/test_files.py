@@ -70,6 +70,14 @@ class ReadDamagedTest(tf.test.TestCase, parameterized.TestCase):
             files.read_npz(path)
         self.assertNotIn("\n", str(e.exception))
 
+    def test_json_nested_too_deep_is_one_line_naming_the_file(self):
+        path = os.path.join(self.create_tempdir().full_path, "c.json")
+        with open(path, "w") as f:
+            f.write("[" * 100_000 + "]" * 100_000)
+        with self.assertRaisesRegex(ValueError, "c.json: unreadable") as e:
+            files.read_json(path)
+        self.assertNotIn("\n", str(e.exception))
+
     def test_missing_file_is_not_found(self):
         with self.assertRaises(FileNotFoundError):
             files.read_npz("/nowhere/s.npz")

@@ -208,7 +208,7 @@ def read_json(path: str) -> Any:
         text = f.read()
     try:
         return json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # Recursion: nested too deep.
         raise _unreadable(path, e) from None
 
 
