@@ -6,7 +6,7 @@ import jpeglib
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from PIL import Image, JpegImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin
 
 from deepn_jpeg.jpeg import codec, tables, tables_io
 from tests import testing_utils
@@ -473,3 +473,36 @@ class TableSetArgumentTest(tf.test.TestCase, parameterized.TestCase):
             lambda x: codec.tf_encode(x, tables="lite", scale=30)
         )
         self.assertEqual(next(iter(dataset)).numpy(), expected)
+
+
+class HostileImageTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.product(
+        shape=[(0, 16, 3), (16, 0, 3), (1, codec.MAX_SIDE + 1, 3)],
+        encoder=list(codec.ENCODERS),
+    )
+    def test_image_without_a_jpeg_size_is_a_value_error(self, shape, encoder):
+        ones = np.ones((8, 8), int)
+        with self.assertRaisesRegex(ValueError, "each side must be 1..65500"):
+            codec.encode(np.zeros(shape, np.uint8), ones, ones, encoder=encoder)
+
+    def test_file_larger_than_pillows_buffer_is_written_as_pillow_would(self):
+        # All-ones tables on noise at 4:4:4: about 3 bytes a pixel, more
+        # than the 2 Pillow's buffer holds ("Suspension not allowed here").
+        image = np.random.default_rng(0).integers(0, 256, (375, 500, 3))
+        image = image.astype(np.uint8)
+        ones = np.ones((8, 8), int)
+        jpeg = codec.encode(image, ones, ones, subsampling="4:4:4")
+        self.assertGreater(len(jpeg), 2 * 375 * 500)
+        self.assertEqual(ImageFile.MAXBLOCK, 65536)  # Restored.
+        # The bytes Pillow writes with a buffer that holds the file.
+        with mock.patch.object(ImageFile, "MAXBLOCK", 1 << 24):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(
+                buffer,
+                "JPEG",
+                qtables=[[1] * 64, [1] * 64],
+                subsampling="4:4:4",
+                optimize=True,
+            )
+        self.assertEqual(jpeg, buffer.getvalue())
+        self.assertAllEqual(tf_decode(jpeg).shape, image.shape)

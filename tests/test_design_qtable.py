@@ -292,6 +292,6 @@ class ScriptTest(tf.test.TestCase):
             self.assertIn(message, err)
         status, _, err = run_main(f"--data={data}", f"--workdir={a_file}/x")
         self.assertEqual(status, 2, err)
-        self.assertIn("cannot create the workdir", err)
+        self.assertIn("cannot create the --workdir folder", err)
         with self.assertRaises(flags.IllegalFlagValueError):
             run_main(f"--data={data}", "--workdir=w", "--variant=zigzag")

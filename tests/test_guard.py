@@ -1,4 +1,5 @@
 import os
+import re
 
 import tensorflow as tf
 from absl.testing import parameterized
@@ -81,6 +82,87 @@ class HeaderProblemTest(tf.test.TestCase, parameterized.TestCase):
                 f"{width * height / 1e6:.1f} MP > "
                 f"{limits.max_pixels / 1e6:.1f} MP limit".encode(),
             )
+
+
+def crafted_jpeg(before_sof=b"", after_soi=b"", cut_in_sof=False):
+    """A JPEG claiming 9500 x 9500 pixels, with bytes before its frame."""
+    data = testing_utils.image_claiming("jpeg", 9500, 9500)
+    sof = data.index(b"\xff\xc0")
+    data = data[:2] + after_soi + data[2:sof] + before_sof + data[sof:]
+    if cut_in_sof:
+        data = data[: data.index(b"\xff\xc0") + 6]
+    return data
+
+
+def libjpeg_size(data):
+    """Width and height libjpeg reads from the header, or None."""
+    try:
+        height, width, _ = tf.image.extract_jpeg_shape(data).numpy()
+    except tf.errors.InvalidArgumentError:
+        return None
+    return int(width), int(height)
+
+
+class JpegMarkerWalkTest(tf.test.TestCase, parameterized.TestCase):
+    """The guard reads the frame libjpeg and Pillow read, past any bytes."""
+
+    def _guard(self, data):
+        limits = guard.Limits(max_pixels=1)
+        eager = guard.tf_header_problem(tf.constant(data), limits)
+        mapped = tf.data.Dataset.from_tensors(data).map(
+            lambda x: guard.tf_header_problem(x, limits)
+        )
+        self.assertEqual(eager, next(iter(mapped)))
+        match = re.match(
+            r"too many pixels: (\d+)x(\d+)", eager.numpy().decode()
+        )
+        return (int(match[1]), int(match[2])) if match else None
+
+    @parameterized.named_parameters(
+        ("zero_byte_before_sof", {"before_sof": b"\x00"}),
+        ("garbage_before_sof", {"before_sof": b"garbage"}),
+        ("fill_bytes", {"before_sof": b"\xff\xff\xff"}),
+        ("stuffed_zero", {"before_sof": b"ab\xff\x00cd\xff\xff"}),
+        ("garbage_after_soi", {"after_soi": b"\xff\xff\x00\x01"}),
+        # Past several doublings of the window the marker is looked for in.
+        ("long_garbage", {"before_sof": b"\x00" * 300_000}),
+        ("garbage_at_a_window_edge", {"before_sof": b"\x00" * 63}),
+    )
+    def test_frame_after_extraneous_bytes_is_seen(self, craft):
+        data = crafted_jpeg(**craft)
+        self.assertEqual(libjpeg_size(data), (9500, 9500))
+        self.assertEqual(self._guard(data), (9500, 9500))
+        pillows = testing_utils.pillow_header_problem(data, guard.Limits())
+        self.assertStartsWith(pillows, "too many pixels: 9500x9500")
+        self.assertStartsWith(
+            guard.tf_header_problem(tf.constant(data)).numpy().decode(),
+            "too many pixels: 9500x9500 = 90.2 MP > 89.5 MP limit",
+        )
+
+    def test_soi_without_a_third_ff_is_walked_too(self):
+        # libjpeg needs only FF D8; `tf.io.is_jpeg` wants FF D8 FF.
+        data = crafted_jpeg(after_soi=b"\x00")
+        self.assertEqual(libjpeg_size(data), (9500, 9500))
+        self.assertEqual(self._guard(data), (9500, 9500))
+
+    def test_truncated_frame_header_is_left_to_the_decoder(self):
+        data = crafted_jpeg(before_sof=b"\x00", cut_in_sof=True)
+        self.assertIsNone(libjpeg_size(data))
+        self.assertIsNone(
+            testing_utils.pillow_header_problem(data, guard.Limits())
+        )
+        self.assertIsNone(self._guard(data))
+
+    def test_real_files_with_garbage_read_as_libjpeg_reads_them(self):
+        image = testing_utils.random_image(24, 40)
+        data = testing_utils.jpeg_bytes(image)
+        sof = data.index(b"\xff\xc0")
+        for extra in (b"\x00", b"\xff" * 5, b"zz\xff\x00"):
+            crafted = data[:sof] + extra + data[sof:]
+            self.assertEqual(libjpeg_size(crafted), (40, 24))
+            self.assertEqual(self._guard(crafted), (40, 24))
+            decoded = tf.io.decode_jpeg(crafted)
+            self.assertEqual(decoded.shape[:2], (24, 40))
 
 
 class SourcePixelLimitTest(tf.test.TestCase, parameterized.TestCase):

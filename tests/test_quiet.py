@@ -72,6 +72,7 @@ class IsNoiseTest(tf.test.TestCase, parameterized.TestCase):
             "Premature end of JPEG data. Stopped at line 8/375",
         ),
         ("libpng_own", "libpng warning: iCCP: known incorrect sRGB profile"),
+        ("pillow_buffer", "Suspension not allowed here"),
         (
             "cpu_guard_second_line",
             "To enable the following instructions: "

@@ -259,7 +259,7 @@ class UsageErrorTest(tf.test.TestCase):
     def test_bad_workdirs(self):
         a_file = self.create_tempfile().full_path
         self.assert_one_line_error(
-            "cannot create the workdir",
+            "cannot create the --workdir folder",
             runner.run,
             self.config(),
             a_file + "/sub",

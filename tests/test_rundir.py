@@ -114,7 +114,9 @@ class RunDirTest(tf.test.TestCase):
     def test_another_jobs_folder_is_refused(self):
         with self.open():
             pass
-        with self.assertRaisesRegex(ValueError, "workdir of a test_job run"):
+        with self.assertRaisesRegex(
+            ValueError, "--workdir folder of a test_job run"
+        ):
             with rundir.RunDir.open(self.root, "other", Settings()):
                 self.fail("opened")
 
@@ -336,3 +338,89 @@ class MapShardsTest(tf.test.TestCase):
         with rundir.RunDir.open(self.root, JOB, Settings()) as run:
             with self.assertRaisesRegex(ValueError, "shard_size"):
                 list(run.map_shards("w", 3, 0, self.compute))
+
+
+class HostileMarkerTest(tf.test.TestCase):
+    """A `.run.json` edited to name files outside its folder."""
+
+    def test_fresh_run_never_removes_anything_outside(self):
+        outside = self.create_tempdir().full_path
+        victims = []
+        for name in ("victim.txt", "victimdir/keep.txt", "linked/keep.txt"):
+            path = os.path.join(outside, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write("precious")
+            victims.append(path)
+        root = os.path.join(outside, "deep", "run")
+        with rundir.RunDir.open(root, JOB, Settings()) as run:
+            run.write_json("report.json", 1)
+        os.symlink(
+            os.path.join(outside, "linked"), os.path.join(root, "inside")
+        )
+        marker = os.path.join(root, ".run.json")
+        files.write_json(
+            marker,
+            {
+                "job": JOB,
+                "owned": [
+                    "../victim.txt",
+                    "../../victim.txt",
+                    os.path.join(outside, "victimdir"),
+                    "../../victimdir",
+                    "inside/keep.txt",
+                    "inside",  # The link itself is the run's to remove.
+                    "report.json",
+                    7,
+                ],
+            },
+        )
+        with self.assertLogs(level="WARNING") as logs:
+            with rundir.RunDir.open(root, JOB, Settings()):
+                pass
+        for path in victims:
+            self.assertEqual(read(path), b"precious", path)
+        self.assertFalse(os.path.lexists(os.path.join(root, "inside")))
+        self.assertFalse(os.path.exists(os.path.join(root, "report.json")))
+        self.assertIn("../../victimdir", "\n".join(logs.output))
+        self.assertEqual(files.read_json(marker)["owned"], ["config.json"])
+
+    def test_marker_that_is_not_a_list_owns_nothing(self):
+        root = os.path.join(self.create_tempdir().full_path, "run")
+        with rundir.RunDir.open(root, JOB, Settings()):
+            pass
+        files.write_json(
+            os.path.join(root, ".run.json"), {"job": JOB, "owned": "abc"}
+        )
+        with rundir.RunDir.open(root, JOB, Settings()):
+            pass
+        self.assertTrue(os.path.exists(os.path.join(root, "config.json")))
+
+
+class FlagInMessagesTest(tf.test.TestCase):
+    def test_every_refusal_names_the_flag_given(self):
+        root = os.path.join(self.create_tempdir().full_path, "out")
+        open_ = rundir.RunDir.open
+        with open_(root, JOB, Settings(), flag="--out"):
+            with self.assertRaisesRegex(ValueError, "use a new --out$"):
+                with open_(root, JOB, Settings(), flag="--out"):
+                    pass
+            with self.assertRaisesRegex(ValueError, "use a new --out$"):
+                with rundir.RunDir.reopen(root, JOB, flag="--out"):
+                    pass
+        with self.assertRaisesRegex(ValueError, "new --out or drop --resume"):
+            with open_(root, JOB, Settings(workers=2), True, flag="--out"):
+                pass
+        with self.assertRaisesRegex(ValueError, "--out folder of a test_job"):
+            with open_(root, "other", Settings(), flag="--out"):
+                pass
+        with self.assertRaisesRegex(ValueError, "--out folder of a test_job"):
+            with rundir.RunDir.reopen(root, "other", flag="--out"):
+                pass
+        mine = os.path.join(self.create_tempdir().full_path, "mine")
+        os.makedirs(mine)
+        with open(os.path.join(mine, "x"), "w") as f:
+            f.write("x")
+        with self.assertRaisesRegex(ValueError, "new or empty --out$"):
+            with open_(mine, JOB, Settings(), flag="--out"):
+                pass

@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from deepn_jpeg.jpeg import codec, tables, tables_io
+from deepn_jpeg.jpeg import codec, tables, tables_io, tableset_files
 from tests import testing_utils
 
 EPS = 1e-6
@@ -230,9 +230,16 @@ class TableFilesTest(tf.test.TestCase):
             f.write(b"\xff\xfe{")
         with self.assertRaisesRegex(ValueError, "binary.json: .*not UTF-8"):
             tables.load_json(binary)
-        # A device or a huge file is not read whole.
-        with self.assertRaisesRegex(ValueError, "/dev/zero: .*larger than"):
+        # A device is not read; a huge file is not read whole.
+        with self.assertRaisesRegex(
+            ValueError, "/dev/zero: .*not a regular file: a character device"
+        ):
             tables.load_json("/dev/zero")
+        huge = os.path.join(folder, "huge.json")
+        with open(huge, "w") as f:
+            f.write(" " * (1 << 20) + "{}")
+        with self.assertRaisesRegex(ValueError, "huge.json: .*file too large"):
+            tables.load_json(huge)
         with self.assertRaisesRegex(FileNotFoundError, "missing.json"):
             tables.load_json(os.path.join(folder, "missing.json"))
 
@@ -475,3 +482,75 @@ class PackageTablesTest(tf.test.TestCase):
         self.assertAllEqual(read[0], tables.scale_qtable(shipped.luma, 30))
         self.assertAllEqual(read[1], tables.scale_qtable(shipped.chroma, 30))
         self.assertEqual(tf.io.decode_jpeg(written).shape, image.shape)
+
+
+def hostile_tables_file(folder, kind):
+    """A tables file under 1 MiB that used to crash the reader."""
+    luma = np.ones((8, 8), int).tolist()
+    document = {
+        "format": "deepn_jpeg.qtables/1",
+        "order": "natural",
+        "luma": luma,
+        "chroma": luma,
+    }
+    text = json.dumps(document)
+    if kind == "deep":  # Arrays nested 3000 deep, as the luma table.
+        text = text.replace(json.dumps(luma), "[" * 3000 + "]" * 3000, 1)
+    elif kind == "deep_document":
+        text = "[" * 3000 + "]" * 3000
+    elif kind == "huge_integer":  # 400 digits: beyond a float64.
+        text = text.replace("[1, 1", "[1" + "0" * 399 + ", 1", 1)
+    elif kind == "negative_huge_integer":
+        text = text.replace("[1, 1", "[-1" + "0" * 399 + ", 1", 1)
+    path = os.path.join(folder, f"qtables_{kind}.json")
+    with open(path, "w") as f:
+        f.write(text)
+    assert os.path.getsize(path) < 1 << 20
+    return path
+
+
+class HostileTablesFileTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(
+        "deep", "deep_document", "huge_integer", "negative_huge_integer"
+    )
+    def test_is_one_line_not_a_valid_tables_file(self, kind):
+        path = hostile_tables_file(self.create_tempdir().full_path, kind)
+        readers = (
+            tables.load_tableset,
+            lambda p: tableset_files.load_sets([p]),
+            lambda p: codec.encode(testing_utils.random_image(), tables=p),
+        )
+        for read in readers:
+            with self.assertRaisesRegex(
+                ValueError, f"{path}: not a valid tables file"
+            ) as e:
+                read(path)
+            self.assertNotIn("\n", str(e.exception))
+
+    def test_fifo_is_not_a_regular_file_and_is_never_opened(self):
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "qtables_x.json")
+        os.mkfifo(path)
+        # A reader that opened the FIFO would block until this writer came.
+        with testing_utils.fifo_unblocked_after(path, 20):
+            for read in (
+                tables.load_tableset,
+                tableset_files.tables_files,
+                tableset_files.load_sets,
+            ):
+                with self.assertRaisesRegex(
+                    ValueError,
+                    f"^{path}: not a valid tables file \\(not a regular "
+                    "file: a FIFO\\)$",
+                ):
+                    read(path)
+        self.assertEqual(
+            tables.tables_file_problem(path),
+            f"{path}: not a valid tables file (not a regular file: a FIFO)",
+        )
+        self.assertEndsWith(
+            tables.tables_file_problem(folder), "(not a regular file: a folder)"
+        )
+        good = hostile_tables_file(folder, "good")
+        self.assertIsNone(tables.tables_file_problem(good))
+        self.assertIsNone(tables.tables_file_problem(folder + "/missing"))

@@ -4,33 +4,39 @@ Every file the project writes goes through `atomic_path` (a temporary file
 renamed into place), so a reader, or a resumed run, never sees a half-written
 or empty file, also when the process is killed or the disk is full. `.npz`
 files are byte-for-byte reproducible. Readers name the file and what is
-wrong with it in one line.
+wrong with it in one line. What a run may delete is decided in one place,
+`remove_within`: only names inside its own folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 __all__ = [
     "atomic_path",
     "digest_inputs",
     "first_line",
+    "outside_problem",
     "read_json",
     "read_npz",
     "append_jsonl",
     "read_jsonl",
+    "remove_within",
     "write_bytes",
     "write_json",
     "write_npz",
@@ -86,9 +92,13 @@ def append_jsonl(path: str, record: Any) -> None:
     """Appends one JSON line in one write, synced to disk.
 
     An interruption cuts at most this line, which `read_jsonl` drops.
+
+    Raises:
+      ValueError: the record holds NaN or an infinity (`write_json`).
     """
+    line = _json_text(path, record)
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -121,8 +131,24 @@ def read_jsonl(path: str) -> list[Any]:
 
 
 def write_json(path: str, value: Any) -> None:
-    """Writes `value` as indented JSON, atomically."""
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    """Writes `value` as indented JSON, atomically.
+
+    Raises:
+      ValueError: `value` holds NaN or an infinity, which JSON has no
+        words for (Python would write a bare `NaN` that strict readers
+        refuse); nothing is written. A value that is not known is None.
+    """
+    write_text(path, _json_text(path, value, indent=2) + "\n")
+
+
+def _json_text(path: str, value: Any, indent: int | None = None) -> str:
+    try:
+        return json.dumps(value, indent=indent, allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            f"{path}: not written: the values hold NaN or an infinity, "
+            "which JSON cannot hold"
+        ) from None
 
 
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -167,7 +193,7 @@ def _unreadable(path: str, error: Exception) -> ValueError:
     return ValueError(
         f"{path}: unreadable ({type(error).__name__}"
         + (f": {detail}" if detail else "")
-        + "); delete it or use a new --workdir"
+        + "); delete it or use a new folder"
     )
 
 
@@ -182,7 +208,7 @@ def read_json(path: str) -> Any:
         text = f.read()
     try:
         return json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # Recursion: nested too deep.
         raise _unreadable(path, e) from None
 
 
@@ -235,3 +261,106 @@ def digest_inputs(paths: Iterable[str]) -> dict[str, str]:
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return digests
+
+
+def outside_problem(root: str, name: str) -> str | None:
+    """Why `<root>/<name>` is not a name strictly inside `root`, or None.
+
+    The rule of `remove_within`, also for checking a name before it is
+    recorded. A name is inside when it is relative, has no `..` part, does
+    not name `root` itself, and its parent folder's real path (links
+    resolved) is `root`'s real path or below it. Its last part is not
+    resolved: a link inside `root` is a name inside, whatever it points to.
+
+    Args:
+      root: the folder.
+      name: a path relative to it.
+
+    Returns:
+      The problem in a few words, or None for a name inside.
+    """
+    if (
+        not isinstance(name, str)
+        or "\0" in name
+        or os.path.normpath(name) == os.curdir
+    ):
+        return "not a name of a file in the folder"
+    if os.path.isabs(name):
+        return "an absolute path"
+    if os.pardir in name.split(os.sep):
+        return "a path with '..'"
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(os.path.dirname(os.path.join(root, name)))
+    if os.path.commonpath([real_root, parent]) != real_root:
+        return "its folder is a link out of the folder"
+    return None
+
+
+def remove_within(
+    root: str, names: Iterable[str], patterns: bool = False
+) -> list[str]:
+    """Removes files and folders that a run wrote in its folder, only those.
+
+    Every removal of a run's earlier outputs goes through here (a run
+    folder's `.run.json`, `compress`' `written.jsonl`): those records are
+    files that anyone may edit, so each name is checked first
+    (`outside_problem`) and a name that is not strictly inside `root` is
+    refused, logged and left alone. Links are never followed: a link is
+    removed as a link, a folder with `shutil.rmtree` (which removes the
+    links in it without following them), a link in the middle of a name
+    that leads out of `root` refuses the name. Folders left empty by a
+    removal, between it and `root`, are removed too. A name that is not
+    there is skipped.
+
+    Args:
+      root: the run's folder.
+      names: paths relative to it.
+      patterns: the names are glob patterns (`shards/x-*.npz`); each
+        match is checked like a name. False: taken as they are (a file
+        may be called `a[1].jpg`).
+
+    Returns:
+      The refused names, each as `<name> (<problem>)`.
+    """
+    refused = []
+    for name in names:
+        problem = outside_problem(root, name)
+        if problem is not None:
+            refused.append(f"{name} ({problem})")
+            continue
+        if patterns:
+            found = glob.glob(os.path.join(glob.escape(root), name))
+            matches = [os.path.relpath(path, root) for path in found]
+        else:
+            matches = [name]
+        for match in sorted(matches):
+            problem = outside_problem(root, match)
+            if problem is not None:
+                refused.append(f"{match} ({problem})")
+            else:
+                _remove_inside(root, match)
+    for item in refused:
+        logging.warning("%s: not removing %s", root, item)
+    return refused
+
+
+def _remove_inside(root: str, name: str) -> None:
+    """Removes `<root>/<name>` without following a link, then empty parents."""
+    path = os.path.join(root, os.path.normpath(name))
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        shutil.rmtree(path, ignore_errors=True)
+    elif mode is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # A link: the link itself.
+    real_root = os.path.realpath(root)
+    folder = os.path.dirname(path)
+    while os.path.realpath(folder) != real_root and os.path.isdir(folder):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # Only when empty.
+        if os.path.isdir(folder):
+            return
+        folder = os.path.dirname(folder)

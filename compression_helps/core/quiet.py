@@ -14,7 +14,10 @@ they can act on, and `TF_CPP_MIN_LOG_LEVEL` does not hide all of them:
 - `W0000 ... png_io.cc:96] PNG warning: iCCP: known incorrect sRGB
   profile`, one per PNG file that carries a common, harmless colour
   profile (libpng's warnings, logged by TF's PNG decoder), hundreds in a
-  run over PNG files.
+  run over PNG files;
+- `Suspension not allowed here`, libjpeg's words when an optimized file
+  outgrows the buffer Pillow gave it; the file is written again with a
+  larger one.
 
 `quiet_native_logs` sets `TF_CPP_MIN_LOG_LEVEL=2` (C++ errors only) before
 TensorFlow is imported and passes the process' stderr (file descriptor 2,
@@ -70,6 +73,9 @@ _NOISE = re.compile(
             # libpng's own warning handler, and TF's decoder relaying them.
             r"(lib)?png warning: ",
             r"PNG warning: ",
+            # libjpeg, when an optimized file outgrows Pillow's buffer: the
+            # codec writes it again with a larger one (`codec`).
+            r"Suspension not allowed here\n?$",
         ]
     ).encode()
 )

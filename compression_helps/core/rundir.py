@@ -25,10 +25,8 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import glob
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -146,7 +144,10 @@ class RunDir:
         self.job = job
         self.config = config
         self._marker_path = os.path.join(root, _MARKER_FILE)
-        self._owned = set(_read_marker(self._marker_path).get("owned", []))
+        owned = _read_marker(self._marker_path).get("owned")
+        # Names only; anything else in an edited marker is not ours.
+        owned = owned if isinstance(owned, list) else []
+        self._owned = {n for n in owned if isinstance(n, str)}
 
     @classmethod
     @contextlib.contextmanager
@@ -159,6 +160,7 @@ class RunDir:
         data: Any = None,
         inputs: Sequence[str] = (),
         may_change: Sequence[str] = (),
+        flag: str = "--workdir",
     ) -> Iterator[RunDir]:
         """Opens (creates, locks, checks) a job's run directory.
 
@@ -173,6 +175,8 @@ class RunDir:
           inputs: files or folders whose content changes the results.
           may_change: settings a resumed run may change (e.g. more epochs):
             they do not change the results already in the folder.
+          flag: the flag that names the folder, for every message (a job
+            whose folder is `--out` passes that).
 
         Yields:
           The `RunDir`, locked until the block ends.
@@ -187,13 +191,13 @@ class RunDir:
             os.makedirs(root, exist_ok=True)
         except OSError as e:
             raise PermissionError(
-                f"{root}: cannot create the workdir ({e.strerror})"
+                f"{root}: cannot create the {flag} folder ({e.strerror})"
             ) from None
         if not os.access(root, os.W_OK):
-            raise PermissionError(f"{root}: workdir is not writable")
+            raise PermissionError(f"{root}: {flag} folder is not writable")
         marker_path = os.path.join(root, _MARKER_FILE)
-        marker = _check_owner(root, job)
-        with _lock(root):
+        marker = _check_owner(root, job, flag)
+        with _lock(root, flag):
             if not marker:
                 files.write_json(marker_path, {"job": job, "owned": []})
             record = {
@@ -211,6 +215,7 @@ class RunDir:
                     files.read_json(config_path),
                     record,
                     may_change,
+                    flag,
                 )
             run = cls(root, job, record)
             if not resume or not os.path.exists(config_path):
@@ -221,7 +226,9 @@ class RunDir:
 
     @classmethod
     @contextlib.contextmanager
-    def reopen(cls, root: str, job: str) -> Iterator[RunDir]:
+    def reopen(
+        cls, root: str, job: str, flag: str = "--workdir"
+    ) -> Iterator[RunDir]:
         """Opens a finished run's folder to rewrite its reports.
 
         Nothing is checked against the inputs (they may be gone): the
@@ -230,6 +237,7 @@ class RunDir:
         Args:
           root: the `--workdir` of an earlier run.
           job: the job's name.
+          flag: the flag that names the folder, for every message.
 
         Yields:
           The `RunDir`, locked until the block ends.
@@ -243,8 +251,8 @@ class RunDir:
             raise FileNotFoundError(
                 f"{root}: no {job} run here (no {CONFIG_FILE})"
             )
-        _check_owner(root, job)
-        with _lock(root):
+        _check_owner(root, job, flag)
+        with _lock(root, flag):
             record = files.read_json(config_path)
             if not isinstance(record, dict) or record.get("job") != job:
                 raise ValueError(f"{config_path}: not a config of {job}")
@@ -367,21 +375,10 @@ class RunDir:
 
     def _remove_owned(self) -> None:
         # config.json first: a removal cut short leaves no config, and a
-        # resume without one starts afresh.
-        root = glob.escape(self.root)
-        for name in sorted(self._owned, key=lambda n: (n != CONFIG_FILE, n)):
-            for path in glob.glob(os.path.join(root, name)):
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                elif os.path.lexists(path):
-                    os.remove(path)
-        # Folders left empty by that (e.g. shards/) go too.
-        for name in sorted(self._owned, key=len, reverse=True):
-            folder = os.path.dirname(os.path.join(self.root, name))
-            while folder != self.root and os.path.isdir(folder):
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)  # Only when empty.
-                folder = os.path.dirname(folder)
+        # resume without one starts afresh. The names come from a file
+        # anyone may edit: `files.remove_within` removes only those inside.
+        names = sorted(self._owned, key=lambda n: (n != CONFIG_FILE, n))
+        files.remove_within(self.root, names, patterns=True)
         self._owned = set()
         files.write_json(self._marker_path, {"job": self.job, "owned": []})
 
@@ -408,7 +405,7 @@ def count_errors(root: str) -> dict[str, int]:
     return count_kinds(read_errors(root))
 
 
-def _check_owner(root: str, job: str) -> dict:
+def _check_owner(root: str, job: str, flag: str) -> dict:
     """The folder's marker; refuses a folder of users' or another job's."""
     marker = _read_marker(os.path.join(root, _MARKER_FILE))
     # A lock file, or a temporary file of a write killed before the marker,
@@ -421,12 +418,12 @@ def _check_owner(root: str, job: str) -> dict:
     if not marker and foreign:
         raise ValueError(
             f"{root}: folder holds files this project did not write; "
-            "use a new or empty --workdir"
+            f"use a new or empty {flag}"
         )
     if marker and marker.get("job") != job:
         raise ValueError(
-            f"{root}: workdir of a {marker.get('job')} run, not "
-            f"{job}; use a new --workdir"
+            f"{root}: {flag} folder of a {marker.get('job')} run, not "
+            f"{job}; use a new {flag}"
         )
     return marker
 
@@ -439,7 +436,7 @@ def _read_marker(path: str) -> dict:
 
 
 @contextlib.contextmanager
-def _lock(root: str) -> Iterator[None]:
+def _lock(root: str, flag: str) -> Iterator[None]:
     path = os.path.join(root, _LOCK_FILE)
     with open(path, "a") as f:
         try:
@@ -449,8 +446,8 @@ def _lock(root: str) -> Iterator[None]:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             raise ValueError(
-                f"{root}: another run is using this workdir; wait for it "
-                "or use a new --workdir"
+                f"{root}: another run is using this {flag} folder; wait "
+                f"for it or use a new {flag}"
             ) from None
         try:
             yield
@@ -492,26 +489,27 @@ def changed_settings(
 
 
 def _check_resumable(
-    path: str, previous: Any, current: dict, may_change: Sequence[str]
+    path: str,
+    previous: Any,
+    current: dict,
+    may_change: Sequence[str],
+    flag: str,
 ) -> None:
+    again = f"use a new {flag} or drop --resume"
     if not isinstance(previous, dict) or "settings" not in previous:
-        raise ValueError(
-            f"{path}: not a config this version wrote; use a new --workdir "
-            "or drop --resume"
-        )
+        raise ValueError(f"{path}: not a config this version wrote; {again}")
     changed = changed_settings(
         previous["settings"], current["settings"], may_change
     )
     if changed:
         raise ValueError(
             f"{path}: cannot resume a run with other settings "
-            f"({', '.join(changed)}); use a new --workdir or drop --resume"
+            f"({', '.join(changed)}); {again}"
         )
     if previous.get("data") != current["data"]:
         raise ValueError(
             f"{path}: cannot resume: the data changed since the run began "
-            "(files added, removed or modified); use a new --workdir or "
-            "drop --resume"
+            f"(files added, removed or modified); {again}"
         )
     old_inputs, new_inputs = previous.get("inputs", {}), current["inputs"]
     changed = sorted(
@@ -522,6 +520,5 @@ def _check_resumable(
     if changed:
         raise ValueError(
             f"{path}: cannot resume: input files changed since the run "
-            f"began ({', '.join(changed)}); use a new --workdir or drop "
-            "--resume"
+            f"began ({', '.join(changed)}); {again}"
         )

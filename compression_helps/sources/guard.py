@@ -31,6 +31,7 @@ from PIL import Image
 __all__ = [
     "DEFAULT_LIMITS",
     "FLAG_HINT",
+    "JPEG_SOF",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
     "Limits",
@@ -41,10 +42,14 @@ __all__ = [
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit.
 MAX_FILE_BYTES = 256 << 20  # ImageNet's largest file is about 15 MB.
-# Start-of-frame markers of every JPEG coding (not DHT C4, JPG C8, DAC CC).
-_JPEG_SOF = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7)
-_JPEG_SOF += (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+# Start-of-frame markers of every JPEG coding (not DHT C4, JPG C8, DAC CC):
+# the project's one list (`codec` reads frames with it too).
+JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_SOS = 0xDA  # Scan data follows: no frame header after it.
+_JPEG_EOI = 0xD9
+# The first window a marker is looked for in, and the largest.
+_WINDOW_BYTES = 64
+_MAX_WINDOW_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +191,10 @@ def _header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     for test, w, h in reversed(sizes):
         width, height = tf.where(test, w, width), tf.where(test, h, height)
 
+    # libjpeg needs only SOI (FF D8) where `tf.io.is_jpeg` wants FF D8 FF:
+    # the wider test, so that no decoder reads a frame the guard did not.
     return tf.cond(
-        tf.io.is_jpeg(image_bytes),
+        starts_with(b"\xff\xd8"),
         lambda: _jpeg_size(image_bytes),
         lambda: (width, height),
     )
@@ -196,52 +203,92 @@ def _header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def _jpeg_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Width and height of a JPEG's frame header; 0 x 0 if there is none.
 
-    Walks the marker segments from SOI to the first start-of-frame, as
-    libjpeg does before it allocates anything. Unlike
-    `tf.image.extract_jpeg_shape` it never fails: a broken header reads as
-    0 x 0 and is left to the decoder, which records why it cannot decode it.
+    Walks the marker segments from SOI to the first start-of-frame as
+    libjpeg does before it allocates anything (`jdmarker.c`): from each
+    point, `next_marker` skips any bytes but 0xFF, swallows fill 0xFF
+    bytes and a stuffed 0xFF 0x00, so the next marker is the first 0xFF
+    followed by a byte that is neither 0x00 nor 0xFF, however much
+    garbage lies before it. A segment's length counts from its length
+    field, at least 2 (`skip_variable`). Markers libjpeg refuses are
+    stepped over like any segment, so the guard may see a frame that
+    libjpeg would not reach, never miss one it reads. Unlike
+    `tf.image.extract_jpeg_shape` it never fails: a header without a whole
+    frame header reads as 0 x 0 and is left to the decoder, which records
+    why it cannot decode it.
     """
     length = tf.cast(tf.strings.length(image_bytes), tf.int64)
-    sof = tf.constant(_JPEG_SOF, tf.int64)
+    sof = tf.constant(sorted(JPEG_SOF), tf.int64)
+    ends = tf.constant((_JPEG_SOS, _JPEG_EOI), tf.int64)  # No frame after.
 
-    def bytes_at(position: tf.Tensor, count: int) -> tf.Tensor:
-        # Zero-padded: past the end reads zeros, never an error.
-        chunk = tf.strings.substr(image_bytes, position, count)
-        chunk += tf.strings.substr(
-            b"\0" * count, 0, count - tf.strings.length(chunk)
+    def unfinished(position, width, height, done, window):
+        return tf.logical_and(tf.logical_not(done), position + 1 < length)
+
+    def next_segment(position, width, height, done, window):
+        # Garbage may run for megabytes: look for the marker in a window
+        # that doubles on every miss, so the loop stays short.
+        chunk = tf.io.decode_raw(
+            tf.strings.substr(image_bytes, position, window), tf.uint8
         )
-        return tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int64)
-
-    def unfinished(position, width, height, done):
-        return tf.logical_and(tf.logical_not(done), position + 4 <= length)
-
-    def next_segment(position, width, height, done):
-        # [FF, marker, length (2), precision, height (2), width (2)]
-        b = bytes_at(position, 9)
-        marker = b[1]
-        is_sof = tf.reduce_any(tf.equal(marker, sof))
-        standalone = tf.logical_or(  # RSTn and TEM have no length.
-            tf.logical_and(marker >= 0xD0, marker <= 0xD7),
+        chunk = tf.cast(chunk, tf.int64)  # [<= window]
+        follows = chunk[1:]
+        hits = tf.where(
+            (chunk[:-1] == 0xFF) & (follows != 0x00) & (follows != 0xFF)
+        )[:, 0]
+        found = tf.size(hits) > 0
+        # [FF] marker, length (2), precision, height (2), width (2).
+        at = position + tf.concat([hits, tf.zeros([1], tf.int64)], 0)[0]
+        b = _bytes_at(image_bytes, at + 1, 8)
+        marker = b[0]
+        whole = at + 9 <= length  # A frame header cut short: no size.
+        is_sof = found & tf.reduce_any(tf.equal(marker, sof)) & whole
+        standalone = tf.logical_or(  # RSTn, TEM and SOI have no length.
+            tf.logical_and(marker >= 0xD0, marker <= 0xD8),
             tf.equal(marker, 0x01),
         )
         step = tf.where(
-            tf.equal(marker, 0xFF),  # A fill byte.
-            tf.constant(1, tf.int64),
-            tf.where(
-                standalone, tf.constant(2, tf.int64), 2 + b[2] * 256 + b[3]
-            ),
+            standalone,
+            tf.constant(0, tf.int64),
+            tf.maximum(b[1] * 256 + b[2], 2),
         )
-        lost = tf.logical_or(
-            tf.not_equal(b[0], 0xFF), tf.equal(marker, _JPEG_SOS)
+        # Past the marker (and its segment), or the window less its last
+        # byte, which may be a 0xFF whose marker is in the next window.
+        position = tf.where(
+            found,
+            at + 2 + step,
+            position + tf.maximum(tf.size(chunk, tf.int64) - 1, 1),
         )
-        width = tf.where(is_sof, b[7] * 256 + b[8], width)
-        height = tf.where(is_sof, b[5] * 256 + b[6], height)
-        return position + step, width, height, is_sof | lost
+        window = tf.where(
+            found,
+            tf.constant(_WINDOW_BYTES, tf.int64),
+            tf.minimum(2 * window, _MAX_WINDOW_BYTES),
+        )
+        stop = found & (
+            tf.reduce_any(tf.equal(marker, sof))
+            | tf.reduce_any(tf.equal(marker, ends))
+        )
+        width = tf.where(is_sof, b[6] * 256 + b[7], width)
+        height = tf.where(is_sof, b[4] * 256 + b[5], height)
+        return position, width, height, stop, window
 
     zero = tf.constant(0, tf.int64)
-    start = (tf.constant(2, tf.int64), zero, zero, tf.constant(False))
-    _, width, height, _ = tf.while_loop(unfinished, next_segment, start)
+    start = (
+        tf.constant(2, tf.int64),
+        zero,
+        zero,
+        tf.constant(False),
+        tf.constant(_WINDOW_BYTES, tf.int64),
+    )
+    _, width, height, _, _ = tf.while_loop(unfinished, next_segment, start)
     return width, height
+
+
+def _bytes_at(data: tf.Tensor, position: tf.Tensor, count: int) -> tf.Tensor:
+    """`data[position:position + count]` as int64, zero-padded past the end."""
+    chunk = tf.strings.substr(data, position, count)
+    chunk += tf.strings.substr(
+        b"\0" * count, 0, count - tf.strings.length(chunk)
+    )
+    return tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int64)
 
 
 def tf_header_problem(

@@ -35,21 +35,21 @@ import io
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import jpeglib
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageFile
 
 from compression_helps.core import checks
-from deepn_jpeg.jpeg import tables
+from deepn_jpeg.jpeg import markers, tables
 
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_SUBSAMPLING",
     "ENCODERS",
+    "MAX_SIDE",
     "SUBSAMPLINGS",
     "ZIGZAG",
     "check_encoder",
@@ -64,22 +64,20 @@ ENCODERS = ("libjpeg", "mozjpeg")
 # What a call that does not say (and whose table set does not fix) gets.
 DEFAULT_SUBSAMPLING = "4:2:0"
 DEFAULT_ENCODER = "libjpeg"
-# ZIGZAG[k] = natural (row-major) index of the k-th coefficient in the
-# zigzag order of DQT segments (ITU-T T.81, Figure A.6).
-ZIGZAG = np.array(
-    [
-        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5,
-        12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
-        35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
-        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
-    ]
-)  # fmt: skip
-_SOI, _DQT, _SOS, _EOI = 0xD8, 0xDB, 0xDA, 0xD9
-# Markers without a length field: TEM, RST0-7 (and SOI/EOI).
-_STANDALONE = {0x01, *range(0xD0, 0xD8), _SOI, _EOI}
-# Start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
-_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# ZIGZAG[k] = natural (row-major) index of the k-th coefficient of a DQT
+# segment; `read_qtables` reads a file's tables (`markers`).
+ZIGZAG = markers.ZIGZAG
+read_qtables = markers.read_qtables
 _SOF_PROGRESSIVE = 0xC2  # What mozjpeg writes with its defaults.
+# The longest side libjpeg (and mozjpeg) writes: JPEG_MAX_DIMENSION.
+MAX_SIDE = 65500
+# Pillow's buffer for an optimized file is 2 bytes a pixel, and libjpeg
+# cannot suspend in its optimizing pass, so a larger file fails to write;
+# it is written again with buffers of 4, 8, ... bytes a pixel, up to more
+# than any file can take (64 coefficients of at most 27 bits per block of
+# each of 3 planes, doubled by byte stuffing: about 21 bytes a pixel).
+_RETRY_BYTES_PER_PIXEL = (4, 8, 16, 32)
+_PILLOW_BUFFER_LOCK = threading.Lock()
 _MOZJPEG_LIBRARY = "mozjpeg403"
 # jpeglib's sampling factors, (vertical, horizontal) for Y, Cb and Cr.
 _MOZJPEG_SAMPLING = {
@@ -104,86 +102,6 @@ def check_encoder(encoder: str) -> None:
     """Raises ValueError unless `encoder` is one of `ENCODERS`."""
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-
-
-def read_qtables(jpeg_bytes: bytes) -> dict[int, np.ndarray]:
-    """The quantization tables in a JPEG file's DQT segments.
-
-    Parses the markers up to the first scan (no Pillow), so the result does
-    not depend on how a library reports tables.
-
-    Args:
-      jpeg_bytes: a JPEG file.
-
-    Returns:
-      Slot (Tq, 0..3) -> `[8, 8]` int32 table in natural order; a slot
-      defined twice keeps its last definition.
-
-    Raises:
-      ValueError: not a JPEG file, or a truncated/malformed segment.
-    """
-    found: dict[int, np.ndarray] = {}
-    for marker, segment in _header_segments(jpeg_bytes):
-        if marker == _DQT:
-            found.update(_parse_dqt(segment))
-    return found
-
-
-def _header_segments(jpeg_bytes: bytes) -> Iterator[tuple[int, bytes]]:
-    """(marker, payload) of each segment, up to the first scan's header."""
-    data = bytes(jpeg_bytes)
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG file (no SOI marker)")
-    pos = 2
-    while pos < len(data):
-        if data[pos] != 0xFF:
-            raise ValueError(f"expected a marker at byte {pos}")
-        marker = data[pos + 1] if pos + 1 < len(data) else None
-        if marker is None:
-            break
-        if marker == 0xFF:  # Fill byte.
-            pos += 1
-            continue
-        if marker in _STANDALONE:
-            pos += 2
-            if marker == _EOI:
-                break
-            continue
-        if pos + 4 > len(data):
-            raise ValueError("truncated JPEG segment header")
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        segment = data[pos + 4 : pos + 2 + length]
-        if len(segment) != length - 2:
-            raise ValueError("truncated JPEG segment")
-        yield marker, segment
-        if marker == _SOS:  # Entropy-coded data follows.
-            break
-        pos += 2 + length
-
-
-def _parse_dqt(segment: bytes) -> dict[int, np.ndarray]:
-    found = {}
-    pos = 0
-    while pos < len(segment):
-        precision, slot = segment[pos] >> 4, segment[pos] & 0x0F
-        width = 2 if precision else 1
-        values = segment[pos + 1 : pos + 1 + 64 * width]
-        if len(values) != 64 * width:
-            raise ValueError("truncated DQT table")
-        zigzag = np.frombuffer(values, ">u2" if width == 2 else "u1")
-        natural = np.empty(64, np.int32)
-        natural[ZIGZAG] = zigzag
-        found[slot] = natural.reshape(8, 8)
-        pos += 1 + 64 * width
-    return found
-
-
-def _frame_marker(jpeg_bytes: bytes) -> int | None:
-    """The file's start-of-frame marker (0xC0 baseline, 0xC2 progressive)."""
-    for marker, _ in _header_segments(jpeg_bytes):
-        if marker in _SOF:
-            return marker
-    return None
 
 
 def encode(
@@ -345,6 +263,14 @@ def _write(
         raise ValueError(
             f"expected [H, W, 3] uint8, got {image.shape} {image.dtype}"
         )
+    height, width = image.shape[:2]
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        # Checked here: the encoders would print to stderr and fail with
+        # an OSError naming a temporary file.
+        raise ValueError(
+            f"cannot write a {height}x{width} image as JPEG: each side "
+            f"must be 1..{MAX_SIDE} pixels"
+        )
     if settings.encoder == "mozjpeg":
         jpeg_bytes = _write_mozjpeg(image, settings)
     else:
@@ -363,6 +289,33 @@ def _write(
 
 
 def _write_libjpeg(
+    image: np.ndarray, settings: tables.TableSet, optimize: bool
+) -> bytes:
+    try:
+        return _save_with_pillow(image, settings, optimize)
+    except OSError:
+        if not optimize:
+            raise
+    # The file did not fit Pillow's buffer (see `_RETRY_BYTES_PER_PIXEL`).
+    # Pillow sizes it from the module-wide `ImageFile.MAXBLOCK` as a save
+    # starts; a larger one changes no byte of the file. Raised under a lock
+    # so that two retries never undo each other's; other saves meanwhile
+    # only get a larger buffer.
+    error = None
+    for per_pixel in _RETRY_BYTES_PER_PIXEL:
+        with _PILLOW_BUFFER_LOCK:
+            default = ImageFile.MAXBLOCK
+            ImageFile.MAXBLOCK = max(default, per_pixel * image[..., 0].size)
+            try:
+                return _save_with_pillow(image, settings, optimize)
+            except OSError as e:
+                error = e
+            finally:
+                ImageFile.MAXBLOCK = default
+    raise error
+
+
+def _save_with_pillow(
     image: np.ndarray, settings: tables.TableSet, optimize: bool
 ) -> bytes:
     # Pillow's `qtables=` without `quality=`: libjpeg stores them unscaled.
@@ -399,7 +352,7 @@ def _write_mozjpeg(image: np.ndarray, settings: tables.TableSet) -> bytes:
             jpeg_bytes = f.read()
     finally:
         os.remove(path)
-    if _frame_marker(jpeg_bytes) != _SOF_PROGRESSIVE:
+    if markers.frame_marker(jpeg_bytes) != _SOF_PROGRESSIVE:
         # Not mozjpeg's defaults: other code loaded another library.
         raise RuntimeError(
             f"jpeglib wrote a non-progressive file: its library is "

@@ -11,9 +11,10 @@ confirmed against the paper's text; they make the step jump up at T2 (20 just
 below, 60 just above), so the "monotone" variant removes that jump.
 
 The table checks and files (JSON table sets with the subsampling and encoder
-they may fix, shipped sets loaded by name, `cjpeg -qtables` text) live in
-`deepn_jpeg.tables_io`; this module re-exports them, so `tables.load_json`,
-`tables.TableSet`, `tables.load_tableset`, ... are the names to use.
+they may fix, shipped sets loaded by name) live in `deepn_jpeg.tables_io`,
+the `cjpeg -qtables` text in `cjpeg_text`; this module re-exports them, so
+`tables.load_json`, `tables.TableSet`, `tables.load_tableset`, ... are the
+names to use.
 
 Every table here is `[8, 8]` in natural (row-major, not zigzag) order, row =
 vertical frequency: the order of Pillow's `qtables=` and `Image.quantization`,
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from deepn_jpeg.jpeg import tables_io
+from deepn_jpeg.jpeg import cjpeg_text, tables_io
 
 __all__ = [
     "PAPER_PARAMS",
@@ -49,6 +50,7 @@ __all__ = [
     "scale_qtable",
     "shipped_names",
     "standard_qtables",
+    "tables_file_problem",
     "tableset_file",
     "tableset_from_json",
     "to_cjpeg_qtables",
@@ -57,22 +59,23 @@ __all__ = [
     "write_cjpeg_qtables",
 ]
 
-# Re-exported from `tables_io` (one definition each, there).
+# Re-exported from `tables_io` and `cjpeg_text` (one definition each).
 TableSet = tables_io.TableSet
 format_qtable = tables_io.format_qtable
 from_json = tables_io.from_json
 load_json = tables_io.load_json
 load_tableset = tables_io.load_tableset
 qtables_filename = tables_io.qtables_filename
-read_cjpeg_qtables = tables_io.read_cjpeg_qtables
+read_cjpeg_qtables = cjpeg_text.read_cjpeg_qtables
 save_json = tables_io.save_json
 shipped_names = tables_io.shipped_names
+tables_file_problem = tables_io.tables_file_problem
 tableset_file = tables_io.tableset_file
 tableset_from_json = tables_io.tableset_from_json
-to_cjpeg_qtables = tables_io.to_cjpeg_qtables
+to_cjpeg_qtables = cjpeg_text.to_cjpeg_qtables
 to_json = tables_io.to_json
 validate_qtable = tables_io.validate_qtable
-write_cjpeg_qtables = tables_io.write_cjpeg_qtables
+write_cjpeg_qtables = cjpeg_text.write_cjpeg_qtables
 
 # ITU-T T.81 (JPEG) Annex K, Tables K.1 and K.2, natural order.
 STANDARD_LUMA_QTABLE = np.array(

@@ -1,16 +1,17 @@
-"""Quantization table files: checks, JSON table sets, shipped sets, cjpeg.
+"""Quantization table files: checks, JSON table sets, shipped sets.
 
 Zihao Liu, Tao Liu, Wujie Wen, Lei Jiang, Jie Xu, Yanzhi Wang, Gang Quan.
 "DeepN-JPEG: A Deep Neural Network Favorable JPEG-based Image Compression
 Framework." DAC 2018. https://arxiv.org/abs/1803.05788
 
-SPEC.md ("Writing the files"): tables are exported as JSON and as a libjpeg
-`cjpeg -qtables` text file. Not in the paper (SPEC.md, "Table set files
-and shipped sets"): a JSON table set may also fix
-the chroma subsampling and the encoder its tables were made for (a table set
-fitted to a model with one encoder is only claimed for that encoder); the
-values are checked where they are used (`deepn_jpeg.codec`). Table sets
-shipped with the package (`deepn_jpeg/jpeg/qtables/<name>.json`) load by name.
+SPEC.md ("Writing the files"): tables are exported as JSON (here) and as a
+libjpeg `cjpeg -qtables` text file (`cjpeg_text`). Not in the paper
+(SPEC.md, "Table set files and shipped sets"): a JSON table set may also
+fix the chroma subsampling and the encoder its tables were made for (a
+table set fitted to a model with one encoder is only claimed for that
+encoder); the values are checked where they are used (`deepn_jpeg.codec`).
+Table sets shipped with the package (`deepn_jpeg/jpeg/qtables/<name>.json`)
+load by name.
 
 `deepn_jpeg.tables` re-exports every public name here (`tables.load_json`,
 ...): use it. This module holds the file formats and the checks they need,
@@ -18,7 +19,9 @@ and imports nothing from `tables`, so `tables` can re-export it.
 
 Every table is `[8, 8]` in natural (row-major, not zigzag) order, row =
 vertical frequency: the order of Pillow's `qtables=`, libjpeg's
-`jpeg_add_quant_table` and `cjpeg -qtables` files.
+`jpeg_add_quant_table` and `cjpeg -qtables` files. A file is read only if
+it is a regular file within 1 MiB, and any JSON in it gives one line
+saying what is wrong (`load_tableset`).
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ import importlib.resources
 import json
 import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from compression_helps.core import files
+from compression_helps.sources import guard
 
 __all__ = [
     "MAX_STEP",
@@ -45,15 +48,13 @@ __all__ = [
     "load_json",
     "load_tableset",
     "qtables_filename",
-    "read_cjpeg_qtables",
     "save_json",
     "shipped_names",
     "tableset_file",
+    "tables_file_problem",
     "tableset_from_json",
-    "to_cjpeg_qtables",
     "to_json",
     "validate_qtable",
-    "write_cjpeg_qtables",
 ]
 
 # Baseline JPEG stores 8-bit steps.
@@ -62,6 +63,9 @@ MIN_STEP, MAX_STEP = 1, 255
 SHIPPED_PACKAGE = "deepn_jpeg.jpeg.qtables"
 _JSON_FORMAT = "deepn_jpeg.qtables/1"
 _MAX_JSON_BYTES = 1 << 20
+# What a tables file may be: a regular file (never a FIFO that blocks, or
+# a device), at most `_MAX_JSON_BYTES`.
+_FILE_LIMITS = guard.Limits(max_file_bytes=_MAX_JSON_BYTES)
 _SETTINGS = ("subsampling", "encoder")
 # A shipped set's name: no path separator and no extension, so an argument
 # that looks like a path is always treated as one.
@@ -84,6 +88,12 @@ def validate_qtable(qtable: Any) -> np.ndarray:
     bad = [v for v in _leaves(qtable) if not _is_number(v)]
     if bad:
         raise ValueError(f"qtable entries must be integers, got {bad[0]!r}")
+    huge = [v for v in _leaves(qtable) if isinstance(v, int) and abs(v) > 2**64]
+    if huge:  # Beyond a float64 (a 400-digit integer of a JSON file).
+        raise ValueError(
+            f"baseline qtable entries must be in [1, 255], got an integer "
+            f"of {len(str(abs(huge[0])))} digits"
+        )
     try:
         array = np.asarray(qtable, dtype=np.float64)  # Also ints > int64.
     except ValueError:  # Ragged nesting, e.g. a row of 7.
@@ -104,12 +114,20 @@ def validate_qtable(qtable: Any) -> np.ndarray:
 
 
 def _leaves(value: Any) -> list[Any]:
-    """The entries of nested lists and arrays, as Python values."""
-    if isinstance(value, list | tuple):
-        return [leaf for item in value for leaf in _leaves(item)]
-    if hasattr(value, "__array__"):  # NumPy arrays and scalars, tensors.
-        return np.asarray(value).ravel().tolist()
-    return [value]
+    """The entries of nested lists and arrays, as Python values.
+
+    Without recursion: a file may nest lists as deep as JSON allows.
+    """
+    leaves, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(reversed(item))
+        elif hasattr(item, "__array__"):  # NumPy arrays, scalars, tensors.
+            leaves.extend(np.asarray(item).ravel().tolist())
+        else:
+            leaves.append(item)
+    return leaves
 
 
 def _is_number(value: Any) -> bool:
@@ -224,6 +242,10 @@ def tableset_from_json(text: str) -> TableSet:
         data = json.loads(text)
     except ValueError as e:  # JSONDecodeError: one line with the position.
         raise ValueError(f"not JSON: {e}") from None
+    except RecursionError:  # Arrays nested thousands deep.
+        raise ValueError(
+            "not JSON this reader takes: nested too deep"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != _JSON_FORMAT:
         raise ValueError(f"not a {_JSON_FORMAT} document")
     for key in ("luma", "chroma"):
@@ -353,11 +375,17 @@ def load_tableset(path_or_name: str) -> TableSet:
       ValueError: `<path>: not a valid tables file (<why>)`, one line.
     """
     path = tableset_file(path_or_name)
-    with open(path, "rb") as f:
-        # Bounded: a tables file is about 1 KB, `path` may be a device.
-        data = f.read(_MAX_JSON_BYTES + 1)
+    # Opened without blocking (a FIFO's open waits for a writer) and
+    # checked before any read: only a regular file within the limit.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        problem = guard.stat_problem(os.fstat(fd), path, _FILE_LIMITS)
+        # Bounded: a tables file is about 1 KB.
+        data = b"" if problem else f.read(_MAX_JSON_BYTES + 1)
     try:
-        if len(data) > _MAX_JSON_BYTES:
+        if problem:
+            raise ValueError(problem)
+        if len(data) > _MAX_JSON_BYTES:  # Grew since the check.
             raise ValueError(f"larger than {_MAX_JSON_BYTES} bytes")
         try:
             text = data.decode("utf-8")
@@ -366,6 +394,28 @@ def load_tableset(path_or_name: str) -> TableSet:
         return tableset_from_json(text)
     except ValueError as e:
         raise ValueError(f"{path}: not a valid tables file ({e})") from None
+
+
+def tables_file_problem(path: str) -> str | None:
+    """Why an existing path cannot be a tables file, from `os.stat` alone.
+
+    The rule `load_tableset` applies as it opens the file, for checking
+    paths before anything reads them (a FIFO is never opened).
+
+    Args:
+      path: a path (a link is followed).
+
+    Returns:
+      `<path>: not a valid tables file (not a regular file: a FIFO)` and
+      the like, or None: a regular file within the size limit, or no such
+      path (opening it says so).
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    problem = guard.stat_problem(info, path, _FILE_LIMITS)
+    return f"{path}: not a valid tables file ({problem})" if problem else None
 
 
 def load_json(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -383,69 +433,3 @@ def load_json(path: str) -> tuple[np.ndarray, np.ndarray]:
     """
     tableset = load_tableset(path)
     return tableset.luma, tableset.chroma
-
-
-def to_cjpeg_qtables(tables: Sequence[Any], comment: str | None = None) -> str:
-    """Tables as a libjpeg `cjpeg -qtables` text file.
-
-    The format of libjpeg's usage.txt: 64 whitespace-separated integers per
-    table in natural (not zigzag) order, `#` starts a comment. Use as
-
-        cjpeg -qtables FILE -qslots 0,1 -sample 2x2 -optimize in.ppm
-
-    without `-quality` (cjpeg scales -qtables tables by the -quality scale
-    factor, 100% when it is absent).
-
-    Args:
-      tables: the tables for slots 0, 1, ... (luma first), `[8, 8]` each.
-      comment: text for a leading `#` comment (may have several lines).
-
-    Returns:
-      The file's text.
-    """
-    lines = [f"# {line}" for line in (comment or "").splitlines()]
-    for slot, table in enumerate(tables):
-        lines.append(f"# table {slot}")
-        lines.append(format_qtable(validate_qtable(table)))
-    return "\n".join(lines) + "\n"
-
-
-def read_cjpeg_qtables(text: str) -> list[np.ndarray]:
-    """Parses a `cjpeg -qtables` text file.
-
-    Args:
-      text: the file's text.
-
-    Returns:
-      The tables in file order, `[8, 8]` int32 each.
-
-    Raises:
-      ValueError: a count of numbers that is not a multiple of 64, or bad
-        values.
-    """
-    body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-    tokens = re.findall(r"\S+", body)
-    try:
-        values = [int(token) for token in tokens]
-    except ValueError:
-        raise ValueError("a -qtables file holds only integers") from None
-    if not values or len(values) % 64:
-        raise ValueError(
-            f"a -qtables file holds 64 numbers per table, got {len(values)}"
-        )
-    return [
-        validate_qtable(values[i : i + 64]) for i in range(0, len(values), 64)
-    ]
-
-
-def write_cjpeg_qtables(
-    path: str, tables: Sequence[Any], comment: str | None = None
-) -> None:
-    """Writes `to_cjpeg_qtables(tables, comment)` to `path`, atomically.
-
-    Args:
-      path: output file.
-      tables: the tables for slots 0, 1, ..., `[8, 8]` each.
-      comment: leading comment.
-    """
-    files.write_text(path, to_cjpeg_qtables(tables, comment))

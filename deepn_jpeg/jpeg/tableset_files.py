@@ -39,6 +39,9 @@ _CJPEG_SAMPLE = {"4:4:4": "1x1", "4:2:2": "2x1", "4:2:0": "2x2"}
 
 def _files_in(path: str) -> dict[str, str]:
     """Table set name -> its JSON file, for a folder or one file."""
+    problem = tables.tables_file_problem(path)
+    if problem and not os.path.isdir(path):  # A FIFO, a device: unopened.
+        raise ValueError(problem)
     if os.path.isfile(path):
         name = os.path.splitext(os.path.basename(path))[0]
         return {name.removeprefix(_PREFIX): path}
@@ -89,8 +92,9 @@ def tables_files(paths: str | Sequence[str]) -> dict[str, str]:
     Raises:
       FileNotFoundError: no paths, a path without tables, or an unknown
         shipped name.
-      ValueError: two table sets with the same name, or a reserved name
-        ("jpeg", "original", or one with `ENCODER_MARK`).
+      ValueError: two table sets with the same name, a reserved name
+        ("jpeg", "original", or one with `ENCODER_MARK`), or a path that
+        is not a regular file or folder (`tables.tables_file_problem`).
     """
     if isinstance(paths, str):
         paths = (paths,)
